@@ -1,0 +1,373 @@
+"""Recipe dataclasses, loaded from one flat YAML file and checked once.
+
+A recipe has five sections (data, classes, augment, model, loss, train); each maps to a dataclass
+below whose fields carry their own docstrings. `load_recipe` rejects unknown keys (suggesting the
+closest), wrong types and out-of-range values, collects every problem and raises them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run. The message lists every problem with its field and the fix."""
+
+
+@dataclass
+class DataConfig:
+    format: Literal["synthetic", "ade20k", "sidewalk", "hub", "folder", "disk"] = "synthetic"
+    """Where rows come from. `ade20k` and `sidewalk` are Hub presets; `hub` is any repo id;
+    `folder` is images + masks on disk; `disk` is a dataset saved with `save_to_disk`."""
+    path: str | None = None
+    """Hub repo id or local folder. Presets fill it in; `ade20k` also accepts a local
+    ADEChallengeData2016 folder here."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit). The `ade20k` preset uses `refs/convert/parquet`."""
+    config_name: str | None = None
+    """Hub dataset config name, e.g. `scene_parsing` for ADE20K."""
+    image_column: str | None = None
+    """Column holding the image. None detects it (`image`, `pixel_values`, ...)."""
+    label_column: str | None = None
+    """Column holding the label map. None detects it (`annotation`, `label`, `mask`, ...)."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """segkit split name (train/val/test) -> source split name or folder. Empty detects them."""
+    val_fraction: float = 0.1
+    """Share of train held out (seeded) as `val` when the source has no validation split."""
+    images: str = "images/{split}"
+    """`folder` format: image folder (or list file) under `path`; `{split}` is replaced."""
+    masks: str = "annotations/{split}"
+    """`folder` format: mask folder (or list file) under `path`; `{split}` is replaced."""
+    class_names: list[str] | str | None = None
+    """Source class names by id: a list, or a JSON/YAML/TXT file. None reads them from the
+    source (preset tables, the repo's id2label.json, or the dataset features)."""
+    palette: list[list[int]] | str | None = None
+    """`folder` format with RGB masks: one [r, g, b] per source class id, or a file holding them."""
+    streaming: bool = False
+    """Stream rows from the Hub instead of downloading: for datasets larger than the disk."""
+    synthetic_samples: int = 64
+    """`synthetic` format: number of generated training images (val and test get a quarter)."""
+    synthetic_size: int = 128
+    """`synthetic` format: side length of generated images in pixels."""
+    seed: int = 0
+    """Seed for the train/val split and for sample caps."""
+
+
+@dataclass
+class ClassesConfig:
+    select: list[Any] | dict[str, Any] | None = None
+    """Classes to train on, by source name (case-insensitive) or id. A mapping merges several
+    source classes into one: `{vehicle: [car, truck, bus], person: person}`. None keeps all."""
+    others: Literal["background", "ignore"] = "background"
+    """Where pixels of unselected classes go: a `background` class, or 255 (ignored)."""
+    background_name: str = "background"
+    """Name of the background class when `others: background`."""
+    ignore: list[Any] | None = None
+    """Source classes that become 255 (ignored). None ignores the source's unlabeled/other class."""
+    drop_empty: bool = False
+    """Drop training samples that contain none of the selected classes."""
+    max_samples: int | None = None
+    """Cap on training samples (seeded choice). None keeps all."""
+    max_eval_samples: int | None = None
+    """Cap on val/test samples (seeded choice). None keeps all."""
+
+
+@dataclass
+class AugmentConfig:
+    crop_size: int | list[int] = 512
+    """Training crop, one side or [height, width]."""
+    scale: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    """Random rescale range applied before the crop."""
+    hflip: bool = True
+    """Random horizontal flip."""
+    rotate: float = 0.0
+    """Maximum random rotation in degrees; 0 turns it off."""
+    color_jitter: float = 0.0
+    """Strength of brightness/contrast/saturation jitter; 0 turns it off."""
+    cat_max_ratio: float = 1.0
+    """Retry the crop until no single class covers more than this share of it (1.0 = off)."""
+    eval_mode: Literal["resize", "pad", "none"] = "resize"
+    """Evaluation input: resize to `eval_size`, pad to a multiple of 32, or unchanged. Labels are
+    never resized; predictions are upsampled to them."""
+    eval_size: int | list[int] | None = None
+    """Evaluation size for `eval_mode: resize`; None uses `crop_size`."""
+
+
+@dataclass
+class ModelConfig:
+    family: str = "segformer"
+    """One of segformer, maskformer, mask2former, vit."""
+    checkpoint: str | None = None
+    """Hub id or local folder of pretrained weights. Exclusive with `size`."""
+    size: str | None = None
+    """Build from a config with random weights instead: `tiny` for tests, or a named size
+    (segformer b0..b5; maskformer/mask2former swin-tiny/swin-base; vit small/base)."""
+    head: Literal["linear", "multilevel"] = "multilevel"
+    """`vit` family: a linear head on patch tokens, or a head fed by several encoder layers."""
+    freeze_backbone: bool = False
+    """Train only the decoder/head; the pretrained encoder stays fixed."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory where the model supports it."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    channels_last: bool = False
+    """Use channels-last memory format (helps convolutional decoders on GPU)."""
+
+
+@dataclass
+class LossConfig:
+    name: Literal["ce", "ohem", "focal"] = "ce"
+    """Pixel loss for families without their own: cross-entropy, online hard-example mining, or
+    focal loss. MaskFormer/Mask2Former use their own set loss and ignore this."""
+    class_weights: str | list[float] | None = None
+    """`inverse`, `sqrt_inverse` or `enet` (from training pixel counts), a list, or None."""
+    dice: float = 0.0
+    """Weight of a Dice term added to the pixel loss; 0 turns it off."""
+    lovasz: float = 0.0
+    """Weight of a Lovasz-softmax term added to the pixel loss; 0 turns it off."""
+    focal_gamma: float = 2.0
+    """Focusing exponent of the focal loss."""
+    ohem_keep: float = 0.25
+    """OHEM: share of the hardest labelled pixels kept per batch."""
+    no_object_weight: float | None = None
+    """MaskFormer/Mask2Former: weight of the "no object" class. None keeps the model's default."""
+    class_coef: float | None = None
+    """MaskFormer/Mask2Former: weight of the classification loss. None keeps the default."""
+    mask_coef: float | None = None
+    """MaskFormer/Mask2Former: weight of the mask (BCE/focal) loss. None keeps the default."""
+    dice_coef: float | None = None
+    """MaskFormer/Mask2Former: weight of the mask Dice loss. None keeps the default."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 10
+    """Training budget in epochs; `max_steps` overrides it when set."""
+    max_steps: int | None = None
+    """Training budget in optimizer steps."""
+    batch_size: int = 8
+    """Images per device per forward pass."""
+    eval_batch_size: int | None = None
+    """Images per device during evaluation; None uses `batch_size`."""
+    grad_accum: int = 1
+    """Forward passes per optimizer step."""
+    lr: float = 6e-5
+    """Peak learning rate of the head/decoder."""
+    backbone_lr_scale: float = 0.1
+    """Backbone learning rate = lr * this. Use 1.0 when training from scratch."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to norms and biases)."""
+    warmup_steps: int = 0
+    """Linear warmup from 0 to `lr`."""
+    schedule: Literal["poly", "cosine", "linear", "constant"] = "poly"
+    """Decay after warmup."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 turns clipping off."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """`auto` picks bf16 on GPUs that have it, else no. fp16 needs a GPU."""
+    eval_every: int = 0
+    """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
+    keep_last: int = 2
+    """Number of recent checkpoints kept besides the best."""
+    early_stopping: int = 0
+    """Stop after this many evaluations without a better mIoU; 0 turns it off."""
+    seed: int = 0
+    """Seed for weights, data order and augmentation."""
+    num_workers: int = 2
+    """DataLoader worker processes."""
+    log_every: int = 10
+    """Log loss and lr every N optimizer steps."""
+    tracker: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    """Experiment tracker through accelerate."""
+    sampler: Literal["uniform", "rare"] = "uniform"
+    """`rare` draws images with rare classes more often (weights from class statistics)."""
+    sampler_power: float = 0.5
+    """`rare` sampler: image weight grows with (1 / class frequency) ** power."""
+    num_overlays: int = 8
+    """Overlay panels written after the final evaluation."""
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    """Run name, used in the output folder and the model card."""
+    data: DataConfig = field(default_factory=DataConfig)
+    classes: ClassesConfig = field(default_factory=ClassesConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+MODEL_FAMILIES = ("segformer", "maskformer", "mask2former", "vit")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Structural check of a YAML value against a field annotation."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        k, v = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(_type_ok(a, k) and _type_ok(b, v) for a, b in value.items())
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build_section(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        errors.append(f"{prefix or 'recipe'}: expected a mapping of settings, got {values!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    dot = f"{prefix}." if prefix else ""
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean '{dot}{close[0]}'?" if close else f" Valid keys: {', '.join(known)}."
+            errors.append(f"{dot}{key}: unknown setting.{hint}")
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build_section(tp, value, f"{dot}{key}", errors)
+        elif not _type_ok(value, tp):
+            errors.append(f"{dot}{key}: expected {_describe(tp)}, got {value!r}")
+        else:
+            kwargs[key] = float(value) if tp is float else value
+    return cls(**kwargs)
+
+
+def _check_ranges(r: Recipe, errors: list[str]) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            errors.append(msg)
+
+    t, a, m, d, lo = r.train, r.augment, r.model, r.data, r.loss
+    need(t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs: must be > 0 (or set train.max_steps)")
+    need(t.max_steps is None or t.max_steps > 0, "train.max_steps: must be > 0, or null to use epochs")
+    need(t.batch_size >= 1, "train.batch_size: must be >= 1")
+    need(t.eval_batch_size is None or t.eval_batch_size >= 1, "train.eval_batch_size: must be >= 1")
+    need(t.grad_accum >= 1, "train.grad_accum: must be >= 1")
+    need(0 < t.lr < 1, f"train.lr: {t.lr} is out of range; typical fine-tuning values are 1e-5..1e-3")
+    need(t.backbone_lr_scale >= 0, "train.backbone_lr_scale: must be >= 0")
+    need(t.weight_decay >= 0, "train.weight_decay: must be >= 0")
+    need(t.warmup_steps >= 0, "train.warmup_steps: must be >= 0")
+    need(t.max_grad_norm >= 0, "train.max_grad_norm: must be >= 0 (0 turns clipping off)")
+    need(t.eval_every >= 0, "train.eval_every: must be >= 0 (0 = each epoch)")
+    need(t.keep_last >= 1, "train.keep_last: must be >= 1")
+    need(t.early_stopping >= 0, "train.early_stopping: must be >= 0 (0 = off)")
+    need(t.num_workers >= 0, "train.num_workers: must be >= 0")
+    need(t.log_every >= 1, "train.log_every: must be >= 1")
+    need(t.num_overlays >= 0, "train.num_overlays: must be >= 0")
+    need(t.sampler_power >= 0, "train.sampler_power: must be >= 0")
+    for name, size in (("augment.crop_size", a.crop_size), ("augment.eval_size", a.eval_size)):
+        sides = size if isinstance(size, list) else [size] if size is not None else []
+        need(len(sides) in (0, 1, 2) and all(s >= 8 for s in sides), f"{name}: give one side or [height, width], each >= 8")
+    need(len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1], "augment.scale: give [min, max] with 0 < min <= max")
+    need(0 <= a.rotate <= 180, "augment.rotate: degrees in 0..180")
+    need(0 <= a.color_jitter <= 1, "augment.color_jitter: strength in 0..1")
+    need(0 < a.cat_max_ratio <= 1, "augment.cat_max_ratio: a share in (0, 1]; 1 turns it off")
+    need(m.family in MODEL_FAMILIES, f"model.family: '{m.family}' is unknown. Choose one of: {', '.join(MODEL_FAMILIES)}")
+    need(not (m.checkpoint and m.size), "model: set either model.checkpoint (pretrained) or model.size (random weights), not both")
+    need(bool(m.checkpoint or m.size), "model: set model.checkpoint (a Hub id or folder) or model.size (random weights, e.g. tiny)")
+    need(0 <= d.val_fraction < 1, "data.val_fraction: a share in [0, 1)")
+    need(d.format != "synthetic" or d.synthetic_samples >= 1, "data.synthetic_samples: must be >= 1")
+    need(d.format not in ("hub", "folder", "disk") or bool(d.path), f"data.path: format '{d.format}' needs a path (repo id or folder)")
+    need(0 < lo.ohem_keep <= 1, "loss.ohem_keep: a share in (0, 1]")
+    need(lo.dice >= 0 and lo.lovasz >= 0, "loss.dice / loss.lovasz: weights must be >= 0")
+    if isinstance(lo.class_weights, str):
+        need(lo.class_weights in ("inverse", "sqrt_inverse", "enet"),
+             "loss.class_weights: use inverse, sqrt_inverse, enet, a list of numbers, or null")
+    for cap in ("max_samples", "max_eval_samples"):
+        v = getattr(r.classes, cap)
+        need(v is None or v >= 1, f"classes.{cap}: must be >= 1, or null for no cap")
+
+
+def recipe_from_dict(values: dict[str, Any]) -> Recipe:
+    """Build and validate a recipe; raise one RecipeError listing every problem."""
+    errors: list[str] = []
+    recipe = _build_section(Recipe, values or {}, "", errors)
+    if not errors:
+        _check_ranges(recipe, errors)
+    if errors:
+        raise RecipeError("Recipe has problems:\n  - " + "\n  - ".join(errors))
+    return recipe
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["train.lr=1e-4", "model.size=tiny"]` -> nested dict; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise RecipeError(f"--set {pair!r}: expected key=value, e.g. --set train.lr=1e-4")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML, apply `--set` overrides, validate once."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe file not found: {path}. Recipes shipped with segkit live in recipes/.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: expected a mapping of sections (data, classes, model, ...)")
+    values = _merge(values, parse_overrides(overrides or []))
+    return recipe_from_dict(values)
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

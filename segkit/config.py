@@ -175,6 +175,8 @@ class TrainConfig:
     """`auto` picks bf16 on GPUs that have it, else no. fp16 needs a GPU."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every N optimizer steps; 0 saves one at each evaluation."""
     keep_last: int = 2
     """Number of recent checkpoints kept besides the best."""
     early_stopping: int = 0
@@ -237,6 +239,16 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+def _yaml_float(value: Any, tp: Any) -> Any:
+    """PyYAML reads `1e-4` (no dot) as a string; accept it wherever a number is expected."""
+    if isinstance(value, str) and _type_ok(1.5, tp) and not _type_ok(value, tp):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -265,6 +277,7 @@ def _build_section(cls: type, values: Any, prefix: str, errors: list[str]) -> An
             errors.append(f"{dot}{key}: unknown setting.{hint}")
             continue
         tp = hints[key]
+        value = _yaml_float(value, tp)
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build_section(tp, value, f"{dot}{key}", errors)
         elif not _type_ok(value, tp):
@@ -291,6 +304,7 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     need(t.warmup_steps >= 0, "train.warmup_steps: must be >= 0")
     need(t.max_grad_norm >= 0, "train.max_grad_norm: must be >= 0 (0 turns clipping off)")
     need(t.eval_every >= 0, "train.eval_every: must be >= 0 (0 = each epoch)")
+    need(t.checkpoint_every >= 0, "train.checkpoint_every: must be >= 0 (0 = with each evaluation)")
     need(t.keep_last >= 1, "train.keep_last: must be >= 1")
     need(t.early_stopping >= 0, "train.early_stopping: must be >= 0 (0 = off)")
     need(t.num_workers >= 0, "train.num_workers: must be >= 0")

@@ -1,0 +1,150 @@
+"""`segkit train | evaluate | inspect | predict | export | push`: each a few lines over a library call.
+
+User mistakes (a bad recipe, a missing file, a wrong flag) print one clear message and exit 2;
+only real bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def _recipe(args: argparse.Namespace):
+    from segkit.config import load_recipe
+
+    return load_recipe(args.recipe, args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from segkit.train import train
+
+    recipe = _recipe(args)
+    out = args.output_dir or f"runs/{recipe.name}"
+    resume = True if args.resume == "latest" else args.resume
+    result = train(recipe, out, resume=resume, overwrite=args.overwrite)
+    if result["status"] == "interrupted":
+        print(f"Interrupted at step {result['step']}; checkpoint saved. Continue with:\n"
+              f"  segkit train {args.recipe} --output-dir {out} --resume")
+        return 130
+    print(f"Run folder: {out}  (model/, metrics.json, per_class.md, confusion.png, overlays/)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segkit.config import load_recipe
+    from segkit.evaluation import evaluate_saved
+
+    recipe_path = args.data or _run_recipe(args.model)
+    evaluate_saved(args.model, load_recipe(recipe_path, args.set), args.split, args.output)
+    return 0
+
+
+def _run_recipe(model: str) -> str:
+    path = Path(model) / "recipe.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{model} is not a run folder with recipe.yaml: pass --data RECIPE.")
+    return str(path)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from segkit.data.audit import inspect_main
+
+    recipe = _recipe(args)
+    return inspect_main(recipe, Path(args.output or f"runs/{recipe.name}-inspect"))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from segkit.predict import predict_folder
+
+    predict_folder(args.model, args.images, args.output, batch_size=args.batch_size, size=args.size)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from segkit.hub import export
+
+    print(f"Exported to {export(args.run, args.output)}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from segkit.hub import push
+
+    print(f"Pushed: {push(args.run, args.repo_id, private=args.private)}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="segkit", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_recipe(name: str, help: str, fn: Callable) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("recipe", help="recipe YAML (see recipes/)")
+        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4")
+        s.set_defaults(fn=fn)
+        return s
+
+    t = with_recipe("train", "fine-tune a model", cmd_train)
+    t.add_argument("--output-dir", help="run folder (default runs/NAME)")
+    t.add_argument("--resume", nargs="?", const="latest", help="continue the run (latest checkpoint, or a PATH)")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
+
+    i = with_recipe("inspect", "audit the labels a recipe produces", cmd_inspect)
+    i.add_argument("--output", help="folder for samples.png (default runs/NAME-inspect)")
+
+    e = sub.add_parser("evaluate", help="score a saved model on a split")
+    e.add_argument("model", help="run folder or model folder")
+    e.add_argument("--data", help="recipe whose data to score on (default: the run's recipe.yaml)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--output", help="report folder (default RUN/eval-SPLIT)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e.set_defaults(fn=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="predict masks for a folder of images")
+    pr.add_argument("model", help="run folder or model folder")
+    pr.add_argument("images", help="an image file or a folder of images")
+    pr.add_argument("--output", default="predictions")
+    pr.add_argument("--batch-size", type=int, default=4)
+    pr.add_argument("--size", type=int, default=None, help="resize the short side to this before predicting")
+    pr.set_defaults(fn=cmd_predict)
+
+    ex = sub.add_parser("export", help="write the model folder with a model card")
+    ex.add_argument("run", help="run folder")
+    ex.add_argument("--output", help="export folder (default RUN/export)")
+    ex.set_defaults(fn=cmd_export)
+
+    pu = sub.add_parser("push", help="upload the exported model to the Hugging Face Hub")
+    pu.add_argument("run", help="run folder")
+    pu.add_argument("repo_id", help="e.g. your-name/segformer-camvid")
+    pu.add_argument("--private", action="store_true")
+    pu.set_defaults(fn=cmd_push)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from segkit.checkpoint import CheckpointError
+
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        if args.verbose:
+            raise
+        print(f"segkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""From a source split to model inputs: decode, select classes, augment, collate.
+
+`build_data(recipe, mean, std)` does it all and returns a `DataBundle`: the label set, the datasets
+for train/val/test and the (cached) class statistics of the training split. Training items are
+augmented crops; evaluation items keep their labels at the original resolution (255 = ignored),
+whatever happens to the image (`augment.eval_mode`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from segkit.config import Recipe
+from segkit.data.augment import build_transforms, reseed_transform
+from segkit.data.classes import Selection, select_classes
+from segkit.data.decode import location, read_image, read_label, undecoded
+from segkit.data.errors import DataError
+from segkit.data.sources import Source, load_source
+from segkit.data.stats import ClassStats, cached_stats, compute_stats
+from segkit.labels import IGNORE_INDEX, LabelSet
+
+STREAM_STATS_ROWS = 500
+"""A streamed train split has no end to count to: its statistics come from its first rows."""
+STREAM_SHUFFLE_BUFFER = 1000
+
+
+class _Rows:
+    """Reads one row of a split as (RGB image, training ids), with errors naming the file."""
+
+    def __init__(self, selection: Selection, split: str, palette: list[tuple[int, int, int]] | None) -> None:
+        self.selection, self.split, self.palette = selection, split, palette
+
+    def decode(self, row: dict[str, Any], index: int) -> tuple[Image.Image, np.ndarray]:
+        where_image = location(row["image"], self.split, index)
+        where_label = location(row["label"], self.split, index)
+        image = read_image(row["image"], where_image)
+        source_ids = read_label(row["label"], where_label, self.palette)
+        mask_size = (source_ids.shape[1], source_ids.shape[0])
+        if image.size != mask_size:
+            # swapped sides usually mean a photo with an EXIF rotation, which read_image applies
+            rotated = " If the photo has an EXIF rotation, the mask must match the upright picture." \
+                if image.size == mask_size[::-1] else ""
+            raise DataError(f"{where_image}: image is {image.size[0]}x{image.size[1]} but its mask "
+                            f"{where_label} is {mask_size[0]}x{mask_size[1]} (width x height). Masks must "
+                            f"match their images pixel for pixel; re-export or remove the pair.{rotated}")
+        try:
+            return image, self.selection.apply(source_ids)
+        except DataError as e:
+            raise DataError(f"{where_label}: {e}") from None
+
+
+def _item(image: Image.Image, labels: np.ndarray, transform: Any, train: bool, index: int) -> dict[str, Any]:
+    pixels = np.asarray(image)
+    if train:
+        out = transform(image=pixels, mask=labels)
+        target = out["mask"].long()
+    else:
+        out = transform(image=pixels)  # the label is not resized: scoring happens at its own size
+        target = torch.from_numpy(labels).long()
+    return {"pixel_values": out["image"].float(), "labels": target, "index": index}
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """One split of a source, with class selection and augmentation applied per item.
+
+    Items: `pixel_values` float32 (3, h, w), `labels` int64 (H, W) training ids with 255 ignored,
+    `index` the row number. Evaluation items keep `labels` at the image's original size.
+    """
+
+    def __init__(self, rows: datasets.Dataset, selection: Selection, transform: Any, train: bool,
+                 split: str = "train", palette: list[tuple[int, int, int]] | None = None) -> None:
+        self.rows = undecoded(rows)
+        self.selection, self.transform, self.train, self.split = selection, transform, train, split
+        self._reader = _Rows(selection, split, palette)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, labels = self.raw(i)
+        return _item(image, labels, self.transform, self.train, i)
+
+    def raw(self, i: int) -> tuple[Image.Image, np.ndarray]:
+        """The unaugmented RGB image and its (H, W) training ids, for overlays."""
+        return self._reader.decode(self.rows[int(i)], int(i))
+
+    def reseed(self, seed: int) -> None:
+        """New augmentation seed; called per worker (`worker_init_fn`) or per item by the trainer."""
+        reseed_transform(self.transform, seed)
+
+
+class StreamingSegmentationDataset(torch.utils.data.IterableDataset):
+    """The same items as SegmentationDataset, for a streamed split (no random access, no length).
+
+    DataLoader workers each read their own shards (datasets splits them by worker).
+    """
+
+    def __init__(self, rows: datasets.IterableDataset, selection: Selection, transform: Any, train: bool,
+                 split: str = "train", palette: list[tuple[int, int, int]] | None = None,
+                 drop_empty: bool = False) -> None:
+        self.rows = undecoded(rows)
+        self.selection, self.transform, self.train, self.drop_empty = selection, transform, train, drop_empty
+        self._reader = _Rows(selection, split, palette)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        foreground = np.zeros(256, dtype=bool)
+        foreground[self.selection.labels.foreground_ids] = True
+        for i, row in enumerate(self.rows):
+            image, labels = self._reader.decode(row, i)
+            if self.drop_empty and not foreground[labels].any():
+                continue
+            yield _item(image, labels, self.transform, self.train, i)
+
+    def reseed(self, seed: int) -> None:
+        reseed_transform(self.transform, seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.rows.set_epoch(epoch)  # a new shuffle order each epoch
+
+
+def train_collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Training crops share one size: stack them."""
+    return {"pixel_values": torch.stack([it["pixel_values"] for it in items]),
+            "labels": torch.stack([it["labels"] for it in items])}
+
+
+def eval_collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Pad to the batch's largest image and label: images with 0 (bottom/right), labels with 255.
+
+    `label_sizes` (B, 2) holds each label's true (H, W): the metric crops `labels[i, :H, :W]`.
+    """
+    h = max(it["pixel_values"].shape[-2] for it in items)
+    w = max(it["pixel_values"].shape[-1] for it in items)
+    lh = max(it["labels"].shape[-2] for it in items)
+    lw = max(it["labels"].shape[-1] for it in items)
+    pixels = [F.pad(it["pixel_values"], (0, w - it["pixel_values"].shape[-1], 0, h - it["pixel_values"].shape[-2]))
+              for it in items]
+    # 255 is ignored by the metric, so padding never counts as a class
+    labels = [F.pad(it["labels"], (0, lw - it["labels"].shape[-1], 0, lh - it["labels"].shape[-2]), value=IGNORE_INDEX)
+              for it in items]
+    return {"pixel_values": torch.stack(pixels), "labels": torch.stack(labels),
+            "label_sizes": torch.tensor([list(it["labels"].shape[-2:]) for it in items], dtype=torch.long),
+            "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
+
+
+def nonempty_rows(presence: np.ndarray, labels: LabelSet) -> np.ndarray:
+    """Rows that contain at least one selected class other than background (`classes.drop_empty`)."""
+    return np.flatnonzero(presence[:, labels.foreground_ids].any(axis=1))
+
+
+def capped_rows(rows: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """A seeded choice of `cap` rows, kept in their original order; all rows when there is no cap."""
+    if cap is None or cap >= len(rows):
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=cap, replace=False))
+
+
+@dataclass
+class DataBundle:
+    """Everything training and evaluation need from the data side."""
+
+    labels: LabelSet
+    selection: Selection
+    source: Source
+    train: torch.utils.data.Dataset | None
+    val: torch.utils.data.Dataset | None
+    """The source's val split, or its test split when it has no val."""
+    test: torch.utils.data.Dataset | None
+    stats: ClassStats
+    """Class statistics of the train split as used (after drop_empty and caps), cached."""
+
+
+def _train_split(source: Source, selection: Selection, recipe: Recipe) -> tuple[datasets.Dataset, ClassStats]:
+    """Apply drop_empty and max_samples to train; statistics of exactly the rows kept."""
+    rows, c, seed = source.splits["train"], recipe.classes, recipe.data.seed
+    kw = {"origin": source.origin, "palette": source.palette}
+    keep = np.arange(len(rows))
+    stats = None
+    if c.drop_empty:
+        stats = cached_stats(rows, selection, split="train", **kw)
+        keep = nonempty_rows(stats.presence, selection.labels)
+        if len(keep) == 0:
+            raise DataError("classes.drop_empty: no training image contains any selected class. "
+                            "Check classes.select against `segkit inspect`.")
+    keep = capped_rows(keep, c.max_samples, seed)
+    if len(keep) < len(rows):
+        rows = rows.select(keep.tolist())
+        stats = None
+    return rows, stats or cached_stats(rows, selection, split="train", **kw)
+
+
+def _eval_split(rows: datasets.Dataset | datasets.IterableDataset, cap: int | None, seed: int):
+    if isinstance(rows, datasets.IterableDataset):
+        return rows.take(cap) if cap else rows
+    return rows.select(capped_rows(np.arange(len(rows)), cap, seed).tolist()) if cap and cap < len(rows) else rows
+
+
+def build_data(recipe: Recipe, mean: Sequence[float], std: Sequence[float], *, source: Source | None = None,
+               selection: Selection | None = None) -> DataBundle:
+    """Source -> selection -> datasets with transforms; `source`/`selection` may be passed in if built."""
+    source = source or load_source(recipe.data)
+    selection = selection or select_classes(source, recipe.classes)
+    aug, seed = recipe.augment, recipe.train.seed
+    train_tf = build_transforms(aug, mean, std, train=True, seed=seed)
+    eval_tf = build_transforms(aug, mean, std, train=False)
+    stream = isinstance(source.splits["train"], datasets.IterableDataset)
+    if stream:
+        rows = source.splits["train"]
+        stats = compute_stats(rows, selection, palette=source.palette, limit=STREAM_STATS_ROWS)
+        rows = rows.shuffle(seed=recipe.data.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+        rows = rows.take(recipe.classes.max_samples) if recipe.classes.max_samples else rows
+        train: Any = StreamingSegmentationDataset(rows, selection, train_tf, True, "train", source.palette,
+                                                  drop_empty=recipe.classes.drop_empty)
+    else:
+        rows, stats = _train_split(source, selection, recipe)
+        train = SegmentationDataset(rows, selection, train_tf, True, "train", source.palette)
+
+    def evaluation(name: str) -> Any:
+        if name not in source.splits:
+            return None
+        split = _eval_split(source.splits[name], recipe.classes.max_eval_samples, recipe.data.seed)
+        kind = StreamingSegmentationDataset if stream else SegmentationDataset
+        return kind(split, selection, eval_tf, False, name, source.palette)
+
+    test = evaluation("test")
+    val = evaluation("val") if "val" in source.splits else test
+    return DataBundle(selection.labels, selection, source, train, val, test, stats)

@@ -1,0 +1,61 @@
+"""AdamW with two learning rates (pretrained backbone, new head) and a warmup-then-decay schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from segkit.config import TrainConfig
+
+
+def _split_decay(params: Iterable[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Norm scales and biases (1-D tensors) get no weight decay: decaying them only hurts."""
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return decay, no_decay
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Backbone parameters learn at `lr * backbone_lr_scale`; the freshly initialised head at `lr`.
+
+    A pretrained encoder is already good; a full learning rate on it tends to undo that while the
+    random head is still noisy.
+    """
+    backbone, head = model.param_groups()
+    groups = []
+    for params, lr in ((backbone, cfg.lr * cfg.backbone_lr_scale), (head, cfg.lr)):
+        decay, no_decay = _split_decay(params)
+        if decay:
+            groups.append({"params": decay, "lr": lr, "weight_decay": cfg.weight_decay})
+        if no_decay:
+            groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+    if not groups:
+        raise ValueError("The model has no trainable parameters: is everything frozen?")
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr at optimizer step `step`: linear warmup, then the chosen decay."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "poly":
+            return (1.0 - progress) ** 0.9  # the DeepLab/mmseg convention
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if kind == "linear":
+            return 1.0 - progress
+        return 1.0
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.warmup_steps, total_steps))

@@ -1,0 +1,186 @@
+"""The trainer end to end on a tiny SegFormer and generated data: real runs, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from segkit.cli import main as cli
+from segkit.config import recipe_from_dict
+
+TINY = {
+    "name": "tiny",
+    "data": {"format": "synthetic", "synthetic_samples": 24, "synthetic_size": 64},
+    "classes": {"select": ["circle", "square"], "others": "background"},
+    "augment": {"crop_size": 64, "scale": [0.8, 1.2]},
+    "model": {"family": "segformer", "size": "tiny"},
+    "train": {"epochs": 3, "batch_size": 4, "lr": 0.003, "backbone_lr_scale": 1.0, "num_workers": 0,
+              "log_every": 1, "tracker": "none", "num_overlays": 2, "warmup_steps": 2},
+}
+
+
+def write_recipe(tmp_path: Path, **sections) -> Path:
+    values = json.loads(json.dumps(TINY))
+    for section, changes in sections.items():
+        values[section].update(changes)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """One real training run shared by the artifact tests below."""
+    tmp = tmp_path_factory.mktemp("run")
+    recipe = write_recipe(tmp)
+    assert cli(["train", str(recipe), "--output-dir", str(tmp / "out")]) == 0
+    return tmp / "out"
+
+
+def test_run_folder_holds_every_artifact(finished_run: Path):
+    for name in ("recipe.yaml", "metrics.json", "per_class.md", "confusion.png", "train_log.jsonl",
+                 "class_stats.json", "model/config.json", "model/model.safetensors", "model/preprocessor_config.json"):
+        assert (finished_run / name).is_file(), name
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"background", "circle", "square"}
+    assert 0.0 <= metrics["strict"]["mIoU"] <= 1.0
+    table = (finished_run / "per_class.md").read_text()
+    assert "circle" in table and "square" in table
+    config = json.loads((finished_run / "model/config.json").read_text())
+    assert config["id2label"] == {"0": "background", "1": "circle", "2": "square"}
+    overlays = sorted((finished_run / "overlays").glob("*.png"))
+    assert len(overlays) == 2
+    with Image.open(overlays[0]) as img:
+        assert img.width > img.height  # image | truth | prediction side by side
+    with Image.open(finished_run / "confusion.png") as img:
+        assert img.size[0] > 50
+    assert yaml.safe_load((finished_run / "recipe.yaml").read_text())["train"]["epochs"] == 3
+    assert list((finished_run / "checkpoints").glob("step-*/trainer_state.json"))
+
+
+def test_loss_falls(finished_run: Path):
+    losses = [r["loss"] for r in map(json.loads, (finished_run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) >= 10
+    k = len(losses) // 3
+    assert np.mean(losses[-k:]) < 0.8 * np.mean(losses[:k])
+
+
+def test_saved_model_reloads_with_same_predictions(finished_run: Path, tmp_path: Path):
+    """model/ loads with plain transformers and scores exactly as the run reported."""
+    from transformers import SegformerForSemanticSegmentation
+
+    from segkit.models import load_model
+
+    ours = load_model(finished_run / "model").eval()
+    hf = SegformerForSemanticSegmentation.from_pretrained(finished_run / "model").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x).scores.argmax(1), hf(pixel_values=x).logits.argmax(1))
+    assert cli(["evaluate", str(finished_run), "--split", "test", "--output", str(tmp_path / "ev")]) == 0
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    reported = json.loads((finished_run / "metrics.json").read_text())
+    assert again["split"] == reported["split"] == "test"
+    assert again["strict"]["mIoU"] == pytest.approx(reported["strict"]["mIoU"], abs=1e-12)
+
+
+def test_unknown_recipe_key_names_the_closest(tmp_path: Path, capsys):
+    recipe = write_recipe(tmp_path, train={"batchsize": 4})
+    assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "train.batchsize" in err and "Did you mean 'train.batch_size'" in err
+
+
+def test_wrong_type_and_range_are_reported_together(tmp_path: Path, capsys):
+    recipe = write_recipe(tmp_path, train={"batch_size": "four", "lr": 5.0})
+    assert cli(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size" in err and "train.lr" in err
+
+
+def test_output_dir_with_another_run_is_refused(finished_run: Path, tmp_path: Path, capsys):
+    recipe = write_recipe(tmp_path)
+    assert cli(["train", str(recipe), "--output-dir", str(finished_run)]) == 2
+    assert "--resume" in capsys.readouterr().err and (finished_run / "model").is_dir()
+
+
+def test_checkpoint_from_another_label_set_is_refused(finished_run: Path, tmp_path: Path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    recipe = write_recipe(tmp_path, classes={"select": ["circle", "triangle"]})
+    assert cli(["train", str(recipe), "--output-dir", str(copy), "--resume"]) == 2
+    assert "trained for classes" in capsys.readouterr().err
+
+
+def test_recipe_overrides_reach_the_run(tmp_path: Path):
+    from segkit.config import load_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path), ["train.lr=1e-4", "model.size=tiny", "classes.others=ignore"])
+    assert recipe.train.lr == 1e-4 and recipe.classes.others == "ignore"
+
+
+def _train_subprocess(recipe: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "segkit.cli", "train", str(recipe), "--output-dir", str(out), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    last = sorted((out / "checkpoints").glob("step-*"))[-1]
+    return load_file(str(last / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path: Path):
+    """A run killed with SIGKILL after a checkpoint and resumed ends with the same weights."""
+    recipe = write_recipe(tmp_path, train={"max_steps": 12, "checkpoint_every": 3, "eval_every": 6,
+                                           "num_workers": 1, "keep_last": 10})
+    full = _train_subprocess(recipe, tmp_path / "full")
+    assert full.wait(timeout=300) == 0, full.stdout.read()
+
+    killed = _train_subprocess(recipe, tmp_path / "killed")
+    deadline = time.time() + 240
+    while not (tmp_path / "killed/checkpoints/step-0000006/trainer_state.json").exists():
+        assert killed.poll() is None and time.time() < deadline, "run ended before its 6th step"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = _train_subprocess(recipe, tmp_path / "killed", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+
+    a, b = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path):
+    recipe = write_recipe(tmp_path, train={"max_steps": 2000, "eval_every": 1000})
+    proc = _train_subprocess(recipe, tmp_path / "out")
+    deadline = time.time() + 240
+    while not (tmp_path / "out/train_log.jsonl").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "--resume" in output
+    assert list((tmp_path / "out/checkpoints").glob("step-*/trainer_state.json"))
+
+
+def test_recipe_dict_roundtrip_is_valid():
+    assert recipe_from_dict(TINY).model.size == "tiny"

@@ -130,11 +130,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep segkit's own progress bars and messages readable: libraries speak only to warn."""
+    if verbose:
+        return
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock", "datasets", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file "Loading weights" bars on every save and load
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock", "datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_libraries(args.verbose)
     from segkit.checkpoint import CheckpointError
 
     try:

@@ -149,7 +149,8 @@ def report_splits(model: Any, data: Any, splits: list[str], out_dir: Path, accel
                      extra={"split": headline, "other_splits": others, **(extra or {})})
         write_overlays(model, getattr(data, headline), labels, out_dir / "overlays",
                        recipe.train.num_overlays, accelerator.device, resized)
-        print(f"\nPer-class results on {headline} ({len(getattr(data, headline))} images):")
+        procs = f", {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""
+        print(f"\nPer-class results on {headline} ({len(getattr(data, headline))} images{procs}):")
         print(format_table(main, labels, share))
         print(summary_line(main))
     accelerator.wait_for_everyone()

@@ -267,14 +267,23 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     if accelerator.is_main_process:
         save_recipe(recipe, run.recipe)
         run.write_json(run.stats, data.stats.to_dict())
-        log.info(describe_loss(recipe.loss, getattr(criterion, "weight", None), data.labels.names) if criterion else "loss: the model's own")
+        loss_line = describe_loss(recipe.loss, getattr(criterion, "weight", None), data.labels.names) if criterion \
+            else f"loss: {recipe.model.family}'s own set loss"
+        print(banner(recipe, data, model, accelerator, loss_line), flush=True)
     loader, items, sampler = build_train_loader(data, cfg)
     val = data.val
     val_loader = eval_loader(val, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers, accelerator) if val else None
     optimizer = build_optimizer(model, cfg)
     total_steps, epochs = budget(cfg, math.ceil(len(loader) / accelerator.num_processes))
     scheduler = build_scheduler(optimizer, cfg, total_steps)
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        # Small per-GPU batches make per-process BatchNorm statistics noisy (SegFormer's and the vit
+        # heads' BN); torch's SyncBatchNorm refuses CPU tensors, so CPU runs keep plain BN.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if accelerator.is_main_process:
+        print(f"  budget   {total_steps} optimizer steps ({epochs} epochs), batch {cfg.batch_size} x "
+              f"{accelerator.num_processes} process(es) x {cfg.grad_accum} accumulation", flush=True)
     if criterion is not None:
         criterion = criterion.to(accelerator.device)
     state = TrainerState(labels=data.labels.to_dict())
@@ -286,6 +295,24 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
         accelerator.init_trackers("logs", config=_flat_config(recipe))
     return Trainer(recipe, run, accelerator, model, optimizer, scheduler, criterion, loader, items, sampler,
                    val_loader, data.labels, total_steps, epochs, state, StopRequest())
+
+
+def banner(recipe: Recipe, data: Any, model: Any, accelerator: Accelerator, loss_line: str) -> str:
+    """What is about to run, including each class's share of training pixels: a class at 0.3%
+    explains a weak IoU before any training happens."""
+    sizes = ", ".join(f"{s} {len(getattr(data, s))}" for s in ("train", "val", "test") if getattr(data, s) is not None)
+    share = data.stats.pixel_share(exclude_ignored=True)
+    classes = ", ".join(f"{n} {100 * p:.2f}%" for n, p in zip(data.labels.names, share))
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    origin = recipe.model.checkpoint or f"random weights, size {recipe.model.size}"
+    return "\n".join([
+        f"segkit train: {recipe.name}",
+        f"  data     {recipe.data.format}: {sizes} images",
+        f"  classes  share of labelled training pixels: {classes}",
+        f"  model    {recipe.model.family} ({origin}), {params:.2f} M parameters",
+        f"  device   {accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}",
+        f"  {loss_line}",
+    ])
 
 
 def build_data_and_model(recipe: Recipe, build_data: Any, build_model: Any) -> tuple[Any, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from segkit.checkpoint import TrainerState, load_checkpoint, prune, resolve_resume, save_checkpoint
@@ -86,7 +86,7 @@ class Trainer:
     scheduler: Any
     criterion: Any
     loader: DataLoader
-    items: EpochSeededItems
+    items: Any
     sampler: Any
     val_loader: DataLoader | None
     labels: Any
@@ -100,9 +100,12 @@ class Trainer:
         return self.recipe.train
 
 
-def build_train_loader(data: Any, cfg: TrainConfig) -> tuple[DataLoader, EpochSeededItems, Any]:
+def build_train_loader(data: Any, cfg: TrainConfig) -> tuple[DataLoader, Any, Any]:
+    """(loader, the object whose set_epoch reseeds augmentation, the sampler or None)."""
     from segkit.data import train_collate
 
+    if isinstance(data.train, IterableDataset):
+        return streamed_loader(data.train, cfg), data.train, None
     items = EpochSeededItems(data.train, cfg.seed)
     if cfg.sampler == "rare":
         from segkit.data.balance import RareClassSampler, image_weights
@@ -119,6 +122,25 @@ def build_train_loader(data: Any, cfg: TrainConfig) -> tuple[DataLoader, EpochSe
     if len(loader) == 0:
         raise ValueError(f"train.batch_size: {cfg.batch_size} is larger than the {len(items)} training samples.")
     return loader, items, sampler
+
+
+def streamed_loader(dataset: IterableDataset, cfg: TrainConfig) -> DataLoader:
+    """A stream has no length and no random access: rows come in (shuffled-buffer) order, each
+    worker reads its own shards and reseeds its augmentation. Resume replays the stream's epoch
+    up to the saved position, so it needs the same shards."""
+    from segkit.data import train_collate, worker_init_fn
+
+    if not cfg.max_steps:
+        raise ValueError("train.max_steps: a streamed dataset has no length to count epochs in; set a step budget.")
+    if cfg.sampler != "uniform":
+        raise ValueError("train.sampler: a streamed dataset cannot be resampled; use `uniform`.")
+
+    def init(worker_id: int) -> None:
+        quiet_worker(worker_id)
+        worker_init_fn(worker_id)
+
+    return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=train_collate, drop_last=True,
+                      num_workers=cfg.num_workers, worker_init_fn=init)
 
 
 def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -211,7 +233,8 @@ def fit(t: Trainer) -> str:
     batch_images = t.cfg.batch_size * acc.num_processes
     while s.epoch < t.epochs and s.step < t.total_steps:
         for obj in (t.sampler, t.items, t.loader):
-            obj.set_epoch(s.epoch)  # same permutation and crops for this epoch, resumed or not
+            if obj is not None:
+                obj.set_epoch(s.epoch)  # same permutation and crops for this epoch, resumed or not
         loader = acc.skip_first_batches(t.loader, s.batches_in_epoch) if s.batches_in_epoch else t.loader
         started, images, stop = time.perf_counter(), 0, False
         for batch in loader:
@@ -243,8 +266,11 @@ def fit(t: Trainer) -> str:
     return "done"
 
 
-def budget(cfg: TrainConfig, batches_per_epoch: int) -> tuple[int, int]:
-    """(total optimizer steps, epochs) from an epoch or a step budget."""
+def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
+    """(total optimizer steps, epochs) from an epoch or a step budget. A stream (no length) runs
+    passes over the data until the step budget is spent."""
+    if batches_per_epoch is None:
+        return cfg.max_steps or 0, 10**9
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
     if cfg.max_steps:
         return cfg.max_steps, math.ceil(cfg.max_steps / steps_per_epoch)
@@ -274,7 +300,8 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     val = data.val
     val_loader = eval_loader(val, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers, accelerator) if val else None
     optimizer = build_optimizer(model, cfg)
-    total_steps, epochs = budget(cfg, math.ceil(len(loader) / accelerator.num_processes))
+    streamed = isinstance(data.train, IterableDataset)
+    total_steps, epochs = budget(cfg, None if streamed else math.ceil(len(loader) / accelerator.num_processes))
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         # Small per-GPU batches make per-process BatchNorm statistics noisy (SegFormer's and the vit
@@ -300,7 +327,8 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
 def banner(recipe: Recipe, data: Any, model: Any, accelerator: Accelerator, loss_line: str) -> str:
     """What is about to run, including each class's share of training pixels: a class at 0.3%
     explains a weak IoU before any training happens."""
-    sizes = ", ".join(f"{s} {len(getattr(data, s))}" for s in ("train", "val", "test") if getattr(data, s) is not None)
+    sizes = ", ".join(f"{s} {len(d) if hasattr(d, '__len__') else 'streamed'}"
+                      for s in ("train", "val", "test") if (d := getattr(data, s)) is not None)
     share = data.stats.pixel_share(exclude_ignored=True)
     classes = ", ".join(f"{n} {100 * p:.2f}%" for n, p in zip(data.labels.names, share))
     params = sum(p.numel() for p in model.parameters()) / 1e6

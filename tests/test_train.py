@@ -40,15 +40,6 @@ def write_recipe(tmp_path: Path, **sections) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """One real training run shared by the artifact tests below."""
-    tmp = tmp_path_factory.mktemp("run")
-    recipe = write_recipe(tmp)
-    assert cli(["train", str(recipe), "--output-dir", str(tmp / "out")]) == 0
-    return tmp / "out"
-
-
 def test_run_folder_holds_every_artifact(finished_run: Path):
     for name in ("recipe.yaml", "metrics.json", "per_class.md", "confusion.png", "train_log.jsonl",
                  "class_stats.json", "model/config.json", "model/model.safetensors", "model/preprocessor_config.json"):
@@ -184,3 +175,31 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path):
 
 def test_recipe_dict_roundtrip_is_valid():
     assert recipe_from_dict(TINY).model.size == "tiny"
+
+
+def test_streamed_dataset_trains_with_a_step_budget(tmp_path: Path, monkeypatch):
+    """datasets' streaming mode: no length, no random access; training still writes the run folder."""
+    import segkit.data.sources as sources
+    from tests.test_data_sources import hub_parquet
+
+    monkeypatch.setattr(sources, "STREAM_VAL_ROWS", 4)  # a local stream does not report its size
+    hub_parquet(tmp_path / "hub", "train", 16, "image", "label", 3)
+    data = {"format": "hub", "path": str(tmp_path / "hub"), "streaming": True, "class_names": ["bg", "a", "b", "c"]}
+    recipe = write_recipe(tmp_path, data=data, classes={"select": ["a", "b"]},
+                          augment={"crop_size": 32, "scale": [1.0, 1.0]}, train={"max_steps": 3, "batch_size": 2})
+    assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"background", "a", "b"}
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+
+
+def test_streamed_dataset_needs_a_step_budget(tmp_path: Path, capsys):
+    from tests.test_data_sources import hub_parquet
+
+    hub_parquet(tmp_path / "hub", "train", 8, "image", "label", 3)
+    hub_parquet(tmp_path / "hub", "validation", 2, "image", "label", 3)
+    data = {"format": "hub", "path": str(tmp_path / "hub"), "streaming": True, "class_names": ["bg", "a", "b", "c"]}
+    recipe = write_recipe(tmp_path, data=data, classes={"select": ["a", "b"]})
+    assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "train.max_steps" in capsys.readouterr().err

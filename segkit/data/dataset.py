@@ -29,6 +29,10 @@ from segkit.labels import IGNORE_INDEX, LabelSet
 STREAM_STATS_ROWS = 500
 """A streamed train split has no end to count to: its statistics come from its first rows."""
 STREAM_SHUFFLE_BUFFER = 1000
+STREAM_EVAL_ROWS = 1000
+"""A streamed val/test split is read once into memory, at most this many rows unless
+`classes.max_eval_samples` says otherwise: scoring, overlays and multi-process sharding need
+random access, and evaluation splits are small next to training sets."""
 
 
 class _Rows:
@@ -196,9 +200,7 @@ def _train_split(source: Source, selection: Selection, recipe: Recipe) -> tuple[
     return rows, stats or cached_stats(rows, selection, split="train", **kw)
 
 
-def _eval_split(rows: datasets.Dataset | datasets.IterableDataset, cap: int | None, seed: int):
-    if isinstance(rows, datasets.IterableDataset):
-        return rows.take(cap) if cap else rows
+def _eval_split(rows: datasets.Dataset, cap: int | None, seed: int) -> datasets.Dataset:
     return rows.select(capped_rows(np.arange(len(rows)), cap, seed).tolist()) if cap and cap < len(rows) else rows
 
 
@@ -225,9 +227,12 @@ def build_data(recipe: Recipe, mean: Sequence[float], std: Sequence[float], *, s
     def evaluation(name: str) -> Any:
         if name not in source.splits:
             return None
-        split = _eval_split(source.splits[name], recipe.classes.max_eval_samples, recipe.data.seed)
-        kind = StreamingSegmentationDataset if stream else SegmentationDataset
-        return kind(split, selection, eval_tf, False, name, source.palette)
+        split = source.splits[name]
+        if isinstance(split, datasets.IterableDataset):
+            rows = list(split.take(recipe.classes.max_eval_samples or STREAM_EVAL_ROWS))
+            split = datasets.Dataset.from_list(rows, features=split.features)
+        split = _eval_split(split, recipe.classes.max_eval_samples, recipe.data.seed)
+        return SegmentationDataset(split, selection, eval_tf, False, name, source.palette)
 
     test = evaluation("test")
     val = evaluation("val") if "val" in source.splits else test

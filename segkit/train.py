@@ -61,6 +61,11 @@ def resolve_precision(choice: str, on_cpu: bool) -> str:
 
 
 def make_accelerator(cfg: TrainConfig, run: RunFolder, find_unused: bool) -> Accelerator:
+    import importlib.util
+
+    if cfg.tracker != "none" and importlib.util.find_spec(cfg.tracker) is None:
+        raise ValueError(f"train.tracker: {cfg.tracker} is not installed. `pip install {cfg.tracker}`, "
+                         "or set train.tracker to tensorboard or none.")
     on_cpu = not torch.cuda.is_available()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused else []
     return Accelerator(

@@ -27,7 +27,7 @@ TINY = {
     "augment": {"crop_size": 64, "scale": [0.8, 1.2]},
     "model": {"family": "segformer", "size": "tiny"},
     "train": {"epochs": 3, "batch_size": 4, "lr": 0.003, "backbone_lr_scale": 1.0, "num_workers": 0,
-              "log_every": 1, "tracker": "none", "num_overlays": 2, "warmup_steps": 2},
+              "log_every": 1, "tracker": "tensorboard", "num_overlays": 2, "warmup_steps": 2},
 }
 
 
@@ -58,7 +58,11 @@ def test_run_folder_holds_every_artifact(finished_run: Path):
     with Image.open(finished_run / "confusion.png") as img:
         assert img.size[0] > 50
     assert yaml.safe_load((finished_run / "recipe.yaml").read_text())["train"]["epochs"] == 3
-    assert list((finished_run / "checkpoints").glob("step-*/trainer_state.json"))
+    checkpoints = sorted((finished_run / "checkpoints").glob("step-*"))
+    best = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["best_step"]
+    assert 1 <= len(checkpoints) <= 3  # keep_last 2, plus the best
+    assert f"step-{best:07d}" in [c.name for c in checkpoints]
+    assert list((finished_run / "logs").rglob("events.out.tfevents.*"))  # TensorBoard through accelerate
 
 
 def test_loss_falls(finished_run: Path):
@@ -203,3 +207,14 @@ def test_streamed_dataset_needs_a_step_budget(tmp_path: Path, capsys):
     recipe = write_recipe(tmp_path, data=data, classes={"select": ["a", "b"]})
     assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "out")]) == 2
     assert "train.max_steps" in capsys.readouterr().err
+
+
+def test_early_stopping_ends_the_run(tmp_path: Path):
+    """A learning rate too small to change predictions: the second evaluation is no better."""
+    recipe = write_recipe(tmp_path, train={"lr": 1e-12, "eval_every": 1, "early_stopping": 1, "max_steps": 50,
+                                           "tracker": "none", "warmup_steps": 0})
+    assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "out")]) == 0
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "eval" in r]
+    assert [r["best"] for r in evals] == [True, False]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["best_step"] == 1

@@ -158,13 +158,13 @@ def report_splits(model: Any, data: Any, splits: list[str], out_dir: Path, accel
 
 
 def finish(t: Any) -> dict:
-    """After training: reload the exported model from disk and report on val and test."""
-    from segkit.data import build_data
+    """After training: reload the exported model from disk (what users will load) and report on
+    val and test."""
     from segkit.models import load_model
 
     t.accelerator.wait_for_everyone()
     model = load_model(t.run.model).to(t.accelerator.device)
-    data = build_data(t.recipe, model.image_mean, model.image_std)
+    data = t.data
     splits = [s for s in ("val", "test") if getattr(data, s) is not None]
     if not splits:
         return {}

@@ -95,6 +95,8 @@ class Trainer:
     sampler: Any
     val_loader: DataLoader | None
     labels: Any
+    data: Any
+    """The DataBundle: the final report scores its val/test splits with the exported model."""
     total_steps: int
     epochs: int
     state: TrainerState
@@ -326,7 +328,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     if cfg.tracker != "none":
         accelerator.init_trackers("logs", config=_flat_config(recipe))
     return Trainer(recipe, run, accelerator, model, optimizer, scheduler, criterion, loader, items, sampler,
-                   val_loader, data.labels, total_steps, epochs, state, StopRequest())
+                   val_loader, data.labels, data, total_steps, epochs, state, StopRequest())
 
 
 def banner(recipe: Recipe, data: Any, model: Any, accelerator: Accelerator, loss_line: str) -> str:

@@ -64,12 +64,13 @@ def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Acce
     """Confusion matrix over this process's share, summed across processes, turned into metrics."""
     was_training = model.training
     model.eval()
+    net = accelerator.unwrap_model(model)  # DDP hides size_divisor; eval needs no gradient sync anyway
     cm = ConfusionMatrix(labels.num_classes, labels.ignore_index, device=accelerator.device)
     bar = tqdm(loader, desc="evaluate", leave=False, disable=not accelerator.is_local_main_process)
     for batch in bar:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
-            preds = predict_batch(model, batch, resized_input)
+            preds = predict_batch(net, batch, resized_input)
         for pred, (h, w), target in zip(preds, batch["label_sizes"].tolist(), batch["labels"]):
             cm.update(pred, target[:h, :w])
     matrix = accelerator.reduce(cm.matrix, reduction="sum")

@@ -218,3 +218,18 @@ def test_early_stopping_ends_the_run(tmp_path: Path):
     evals = [r for r in log if "eval" in r]
     assert [r["best"] for r in evals] == [True, False]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["best_step"] == 1
+
+
+def test_patch_model_scores_full_frames_of_any_size(tmp_path: Path):
+    """eval_mode none: 60-px frames reach an 8-px-patch ViT padded, and are scored at 60x60."""
+    recipe = write_recipe(tmp_path, data={"synthetic_samples": 8, "synthetic_size": 60},
+                          model={"family": "vit", "size": "tiny", "head": "multilevel"},
+                          augment={"crop_size": 48, "scale": [1.0, 1.0], "eval_mode": "none"},
+                          train={"max_steps": 2, "tracker": "none"})
+    assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    stats = json.loads((tmp_path / "out" / "class_stats.json").read_text())
+    assert metrics["num_pixels"] == sum(c["gt_pixels"] for c in metrics["per_class"].values())
+    # the test split is a quarter of 8 images; above 2*48*48 only if labels kept their 60x60 size
+    assert 2 * 48 * 48 < metrics["num_pixels"] <= 2 * 60 * 60
+    assert stats["names"] == ["background", "circle", "square"]

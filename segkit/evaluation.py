@@ -179,14 +179,13 @@ def evaluate_saved(model_path: str | Path, recipe: Any, split: str, out_dir: str
     from segkit.models import load_model
 
     path = Path(model_path)
-    model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model = load_model(model_dir).to(accelerator.device)
+    model = load_model(path).to(accelerator.device)
     data = build_data(recipe, model.image_mean, model.image_std)
     check_same_labels(model.labels, data.labels, "segkit evaluate")
     if getattr(data, split, None) is None:
         available = [s for s in ("train", "val", "test") if getattr(data, s, None) is not None]
         raise ValueError(f"--split {split}: this recipe's data has no such split. Available: {', '.join(available)}")
-    out = Path(out_dir) if out_dir else (path if model_dir != path else model_dir.parent) / f"eval-{split}"
+    out = Path(out_dir) if out_dir else (path if path.name != "model" else path.parent) / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    return report_splits(model, data, [split], out, accelerator, recipe, {"model": str(model_dir)})
+    return report_splits(model, data, [split], out, accelerator, recipe, {"model": str(path)})

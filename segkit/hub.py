@@ -76,8 +76,7 @@ def export(run_dir: str | Path, output: str | Path | None = None, repo_id: str |
         shutil.rmtree(out)
     shutil.copytree(run / "model", out)
     config = json.loads((out / "config.json").read_text())
-    labels = LabelSet.from_dict(config["segkit_labels"]) if "segkit_labels" in config else LabelSet(
-        names=tuple(config["id2label"][str(i)] for i in range(len(config["id2label"]))))
+    labels = LabelSet.from_model_config(config)
     (out / "README.md").write_text(model_card(recipe, metrics, labels, repo_id))
     for name in ("metrics.json", "per_class.md", "confusion.png"):
         if (run / name).is_file():

@@ -107,11 +107,13 @@ class LabelSet:
 
     @classmethod
     def from_model_config(cls, config: Any) -> "LabelSet":
-        """Rebuild from a saved transformers config (segkit stores its label set there too)."""
-        stored = getattr(config, "segkit_labels", None)
+        """Rebuild from a transformers config, or its parsed config.json (segkit stores its label
+        set there too)."""
+        get = config.get if isinstance(config, Mapping) else lambda key: getattr(config, key, None)
+        stored = get("segkit_labels")
         if stored:
             return cls.from_dict(stored)
-        id2label = {int(k): v for k, v in config.id2label.items()}
+        id2label = {int(k): v for k, v in get("id2label").items()}
         names: Sequence[str] = [id2label[i] for i in range(len(id2label))]
         background = next((i for i, n in enumerate(names) if n.lower() == "background"), None)
         return cls(names=tuple(names), background=background)

@@ -103,10 +103,8 @@ def predict_folder(model_path: str | Path, images: str | Path, output: str | Pat
     from segkit.models import load_model
     from segkit.overlays import blend
 
-    path = Path(model_path)
-    model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(model_dir).to(device).eval()
+    model = load_model(model_path).to(device).eval()
     labels = model.labels
     root, out = Path(images), Path(output)
     (out / "masks").mkdir(parents=True, exist_ok=True)

@@ -81,8 +81,8 @@ def format_table(metrics: dict[str, Any], labels: LabelSet, train_share: np.ndar
     return f"{per_class}\n\n{summary}\n"
 
 
-def _json_default(obj: Any) -> Any:
-    """numpy scalars and arrays, torch tensors and paths, which `extra` may well hold."""
+def json_default(obj: Any) -> Any:
+    """numpy scalars and arrays, torch tensors and paths: what reports and run logs hold."""
     if hasattr(obj, "tolist"):  # numpy scalars and arrays, tensors
         return obj.tolist()
     if isinstance(obj, Path):
@@ -118,7 +118,7 @@ def write_report(
         raise ValueError(f"extra keys {sorted(clash)} would overwrite metrics; rename them.")
     payload = {**metrics, **(extra or {})}
     # allow_nan=False: a NaN here is a bug upstream (undefined metrics are None), not a value.
-    text = json.dumps(payload, indent=2, allow_nan=False, default=_json_default) + "\n"
+    text = json.dumps(payload, indent=2, allow_nan=False, default=json_default) + "\n"
     _atomic_write(out_dir / "metrics.json", lambda p: p.write_text(text, encoding="utf-8"))
 
     md = f"# Per-class results\n\n{metrics['num_pixels']:,} scored pixels.\n\n"

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segkit.report import json_default
+
 RECIPE_FILE = "recipe.yaml"
 
 
@@ -64,17 +66,9 @@ class RunFolder:
         """Append one line to train_log.jsonl; flushed at once so a crash loses nothing logged."""
         record = {"time": round(time.time(), 3), **record}
         with open(self.log_file, "a") as f:
-            f.write(json.dumps(record, default=_jsonable) + "\n")
+            f.write(json.dumps(record, default=json_default) + "\n")
 
     def write_json(self, path: Path, data: Any) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+        tmp.write_text(json.dumps(data, indent=2, default=json_default))
         tmp.replace(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -195,8 +196,6 @@ def export_model(t: Trainer) -> None:
     """Write the current weights to model/ (Hugging Face layout), replacing it atomically."""
     t.accelerator.wait_for_everyone()
     if t.accelerator.is_main_process:
-        import shutil
-
         tmp = t.run.root / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         t.accelerator.unwrap_model(t.model).save_pretrained(tmp)
@@ -211,16 +210,19 @@ def checkpoint(t: Trainer) -> None:
         prune(t.run.checkpoints, t.cfg.keep_last, t.state.best_step)
 
 
-def after_step(t: Trainer, loss: float, bar: tqdm, images: int, started: float) -> bool:
+def after_step(t: Trainer, loss: torch.Tensor, bar: tqdm, images: int, started: float) -> bool:
     """Logging, evaluation and checkpoints after an optimizer step. Returns True to stop."""
     s, cfg = t.state, t.cfg
-    lr = t.scheduler.get_last_lr()[-1]
-    rate = images / max(1e-9, time.perf_counter() - started)
     bar.update(1)
-    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
-    if s.step % cfg.log_every == 0 and t.accelerator.is_main_process:
-        t.run.log({"step": s.step, "epoch": s.epoch, "loss": loss, "lr": lr, "images_per_s": rate})
-        t.accelerator.log({"train/loss": loss, "train/lr": lr, "train/images_per_s": rate}, step=s.step)
+    if s.step % cfg.log_every == 0:
+        # Only logged steps read the loss: reduce + .item() is a device sync and a collective.
+        value = t.accelerator.reduce(loss, "mean").item()
+        lr = t.scheduler.get_last_lr()[-1]
+        rate = images / max(1e-9, time.perf_counter() - started)
+        bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+        if t.accelerator.is_main_process:
+            t.run.log({"step": s.step, "epoch": s.epoch, "loss": value, "lr": lr, "images_per_s": rate})
+            t.accelerator.log({"train/loss": value, "train/lr": lr, "train/images_per_s": rate}, step=s.step)
     evaluated = cfg.eval_every > 0 and s.step % cfg.eval_every == 0
     if evaluated:
         run_eval(t)
@@ -251,7 +253,7 @@ def fit(t: Trainer) -> str:
             if not acc.sync_gradients:
                 continue
             s.step += 1
-            stop = after_step(t, acc.reduce(loss, "mean").item(), bar, images, started)
+            stop = after_step(t, loss, bar, images, started)
             if stop:
                 break
         if not stop:

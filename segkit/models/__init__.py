@@ -58,8 +58,11 @@ def build_model(cfg: ModelConfig, labels: LabelSet, loss: LossConfig | None = No
 
 def load_model(path: str | Path) -> SegModel:
     """Reload a folder written by `SegModel.save_pretrained`, in eval mode; the family is read from
-    its config.json (a plain transformers folder of a known model type loads too)."""
+    its config.json (a plain transformers folder of a known model type loads too). A run folder
+    stands for the model/ inside it."""
     path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        path = path / "model"
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelError(f"{path} has no config.json. Pass a folder written by save_pretrained or "

@@ -1,9 +1,14 @@
 """segkit: fine-tune transformer models for semantic segmentation on the classes you care about.
 
 Data flows through the package in this order:
-source (data/sources) -> class selection (data/classes) -> audit (data/audit)
--> augment (data/augment) -> model (models/) -> loss (losses) -> metrics (metrics)
--> overlays (overlays) -> export (hub)
+
+    source (data/source, data/sources) -> class selection (data/classes) -> audit (data/audit)
+    -> augment (data/augment) -> sampling and loaders (data/sampling, data/loaders)
+    -> model (models/) -> inference (inference: pixels -> scores at label size)
+    -> loss (losses) -> training (train) -> metrics (metrics, evaluation)
+    -> overlays and reports (overlays, report) -> prediction (predict) -> export (hub)
+
+`run_folder` owns the on-disk layout; `config` the recipe; `labels` the label set and 255.
 """
 
 import os

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +17,10 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from segkit.labels import LabelSet
+from segkit.labels import LabelSet, check_same_labels
+from segkit.run_folder import RunFolder, replace_dir, write_json
 
 STATE_FILE = "trainer_state.json"
-_NAME = re.compile(r"^step-(\d+)$")
 
 
 @dataclass
@@ -39,7 +38,8 @@ class TrainerState:
     evals_since_best: int = 0
     last_eval_step: int = -1
     labels: dict[str, Any] = field(default_factory=dict)
-    """The label set the weights were trained for; resuming with another one is refused."""
+    """A record of the label set the weights were trained for (the class selection owns it); resuming
+    with another one is refused."""
 
 
 class CheckpointError(RuntimeError):
@@ -50,25 +50,25 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     """Complete checkpoints, oldest first. Temporary folders of an interrupted save are skipped."""
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
+    found = [(step, p) for p in root.iterdir()
+             if (step := RunFolder.checkpoint_step(p)) is not None and (p / STATE_FILE).is_file()]
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(accelerator: Accelerator, root: Path, state: TrainerState) -> Path:
-    """Write the full training state for `state.step`; every process must call this."""
-    final = root / f"step-{state.step:07d}"
-    tmp = root / f".tmp-step-{state.step:07d}"
+def save_checkpoint(accelerator: Accelerator, final: Path, state: TrainerState) -> Path:
+    """Write the full training state into `final` (`RunFolder.checkpoint(step)`); every process
+    must call this."""
+    tmp = final.with_name(f".tmp-{final.name}")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        root.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        write_json(tmp / STATE_FILE, asdict(state))
         _fsync_dir(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)  # the atomic step: a checkpoint exists only once it is complete
+        replace_dir(tmp, final)  # the atomic step: a checkpoint exists only once it is complete
     accelerator.wait_for_everyone()
     return final
 
@@ -91,7 +91,7 @@ def resolve_resume(resume: str | bool | None, root: Path) -> Path | None:
         return found[-1]
     path = Path(str(resume))
     if not (path / STATE_FILE).is_file():
-        found = checkpoint_dirs(path / "checkpoints") or checkpoint_dirs(path)
+        found = checkpoint_dirs(RunFolder(path).checkpoints) or checkpoint_dirs(path)
         if not found:
             raise CheckpointError(f"--resume {path}: not a checkpoint (no {STATE_FILE}) and holds none.")
         path = found[-1]
@@ -101,20 +101,16 @@ def resolve_resume(resume: str | bool | None, root: Path) -> Path | None:
 def load_checkpoint(accelerator: Accelerator, path: Path, labels: LabelSet) -> TrainerState:
     """Restore everything saved at `path`; refuse a checkpoint trained for another label set."""
     state = TrainerState(**json.loads((path / STATE_FILE).read_text()))
-    saved = LabelSet.from_dict(state.labels) if state.labels else None
-    if saved is not None and saved.names != labels.names:
-        raise CheckpointError(
-            f"Checkpoint {path} was trained for classes {list(saved.names)}, but this recipe selects "
-            f"{list(labels.names)}. Resume with the recipe it was trained with, or start a new run."
-        )
+    if state.labels:
+        check_same_labels(LabelSet.from_dict(state.labels), labels, f"Checkpoint {path}")
     accelerator.load_state(str(path))
     return state
 
 
-def prune(root: Path, keep_last: int, best_step: int) -> None:
-    """Keep the newest `keep_last` checkpoints and the best one; delete the rest."""
+def prune(root: Path, keep_last: int, best: Path) -> None:
+    """Keep the newest `keep_last` checkpoints and the `best` one; delete the rest."""
     found = checkpoint_dirs(root)
-    keep = set(found[-keep_last:]) | {p for p in found if p.name == f"step-{best_step:07d}"}
+    keep = set(found[-keep_last:]) | {p for p in found if p.name == best.name}
     for p in found:
         if p not in keep:
             shutil.rmtree(p, ignore_errors=True)

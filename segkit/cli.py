@@ -1,7 +1,8 @@
 """`segkit train | evaluate | inspect | predict | export | push`: each a few lines over a library call.
 
 User mistakes (a bad recipe, a missing file, a wrong flag) print one clear message and exit 2;
-only real bugs show a traceback.
+only real bugs show a traceback. Each command imports its library module when it runs, not at the
+top: torch and transformers take seconds to import, and `segkit --help` should not wait for them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_recipe(model: str) -> str:
-    path = Path(model) / "recipe.yaml"
+    from segkit.run_folder import RunFolder
+
+    path = RunFolder(model).recipe
     if not path.is_file():
         raise FileNotFoundError(f"{model} is not a run folder with recipe.yaml: pass --data RECIPE.")
     return str(path)
@@ -63,7 +66,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from segkit.predict import predict_folder
 
-    predict_folder(args.model, args.images, args.output, batch_size=args.batch_size, size=args.size)
+    predict_folder(args.model, args.images, args.output, batch_size=args.batch_size)
     return 0
 
 
@@ -114,7 +117,6 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("images", help="an image file or a folder of images")
     pr.add_argument("--output", default="predictions")
     pr.add_argument("--batch-size", type=int, default=4)
-    pr.add_argument("--size", type=int, default=None, help="resize the short side to this before predicting")
     pr.set_defaults(fn=cmd_predict)
 
     ex = sub.add_parser("export", help="write the model folder with a model card")

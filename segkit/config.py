@@ -17,6 +17,20 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from segkit.run_folder import write_text
+
+MODEL_FAMILIES = ("segformer", "maskformer", "mask2former", "vit")
+"""The model families; `segkit.models.FAMILIES` maps each name to its class."""
+CLASS_WEIGHT_KINDS = ("inverse", "sqrt_inverse", "enet")
+"""Computed class weights (`loss.class_weights`); `segkit.losses.class_weights` defines each."""
+
+
+def hw(size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    """A size as recipes write it, `512` or `[384, 512]`, as (height, width)."""
+    if isinstance(size, int):
+        return size, size
+    return (int(size[0]), int(size[0])) if len(size) == 1 else (int(size[0]), int(size[1]))
+
 
 class RecipeError(ValueError):
     """A recipe that cannot run. The message lists every problem with its field and the fix."""
@@ -99,6 +113,36 @@ class AugmentConfig:
     never resized; predictions are upsampled to them."""
     eval_size: int | list[int] | None = None
     """Evaluation size for `eval_mode: resize`; None uses `crop_size`."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How images are fed to a model outside training: `augment.eval_mode` resolved. Models save it
+    in their config (`segkit_input`) and in their image processor; see `segkit.inference`."""
+
+    mode: Literal["resize", "pad", "none"] = "none"
+    size: tuple[int, int] | None = None
+    """(height, width) for `resize`."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("resize", "pad", "none"):
+            raise ValueError(f"input mode '{self.mode}' is unknown: use resize, pad or none")
+        if self.mode == "resize" and not self.size:
+            raise ValueError("input mode resize needs a size (height, width)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "size": list(self.size) if self.size else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        size = d.get("size")
+        return cls(d.get("mode", "none"), tuple(int(s) for s in size) if size else None)
+
+    @classmethod
+    def from_augment(cls, cfg: AugmentConfig) -> "InputSpec":
+        """`augment.eval_mode` and `eval_size` (which defaults to the training crop)."""
+        size = hw(cfg.eval_size if cfg.eval_size is not None else cfg.crop_size)
+        return cls(cfg.eval_mode, size if cfg.eval_mode == "resize" else None)
 
 
 @dataclass
@@ -212,9 +256,6 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-MODEL_FAMILIES = ("segformer", "maskformer", "mask2former", "vit")
-
-
 def _type_ok(value: Any, tp: Any) -> bool:
     """Structural check of a YAML value against a field annotation."""
     if tp is Any:
@@ -326,8 +367,8 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     need(0 < lo.ohem_keep <= 1, "loss.ohem_keep: a share in (0, 1]")
     need(lo.dice >= 0 and lo.lovasz >= 0, "loss.dice / loss.lovasz: weights must be >= 0")
     if isinstance(lo.class_weights, str):
-        need(lo.class_weights in ("inverse", "sqrt_inverse", "enet"),
-             "loss.class_weights: use inverse, sqrt_inverse, enet, a list of numbers, or null")
+        need(lo.class_weights in CLASS_WEIGHT_KINDS,
+             f"loss.class_weights: use {', '.join(CLASS_WEIGHT_KINDS)}, a list of numbers, or null")
     for cap in ("max_samples", "max_eval_samples"):
         v = getattr(r.classes, cap)
         need(v is None or v >= 1, f"classes.{cap}: must be >= 1, or null for no cap")
@@ -382,4 +423,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    write_text(Path(path), yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -13,31 +13,39 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import HfApi
+from huggingface_hub.utils import HfHubHTTPError
+
+from segkit.config import Recipe, load_recipe
+from segkit.data.sources import PRESET_REPOS
+from segkit.labels import LabelSet
+from segkit.run_folder import Report, RunFolder, write_text
+
 
 class ExportError(ValueError):
     """A run that cannot be exported as asked; the message names what is missing."""
 
 
-def _load_run(run: Path) -> tuple[dict, dict]:
-    if not (run / "model" / "config.json").is_file():
-        raise ExportError(f"{run}: no model/ folder. Export a finished run folder (segkit train writes model/).")
-    recipe = yaml.safe_load((run / "recipe.yaml").read_text()) if (run / "recipe.yaml").is_file() else {}
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-    return recipe, metrics
+def _load_run(run: RunFolder) -> tuple[Recipe, dict]:
+    if not (run.model / "config.json").is_file():
+        raise ExportError(f"{run.root}: no model/ folder. Export a finished run folder (segkit train writes model/).")
+    if not run.recipe.is_file():
+        raise ExportError(f"{run.root}: no recipe.yaml. Export a run folder written by `segkit train`.")
+    metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+    return load_recipe(run.recipe), metrics
 
 
 def _fmt(v: Any) -> str:
     return "absent" if v is None else f"{v:.4f}"
 
 
-def model_card(recipe: dict, metrics: dict, labels: Any, repo_id: str | None = None) -> str:
+def model_card(recipe: Recipe, metrics: dict, labels: LabelSet, repo_id: str | None = None) -> str:
     """A model card in the Hub's format: YAML front matter, then what the model does and how well."""
-    model, data = recipe.get("model", {}), recipe.get("data", {})
-    base = model.get("checkpoint")
-    dataset = data.get("path") or {"ade20k": "zhoubolei/scene_parse_150", "sidewalk": "segments/sidewalk-semantic"}.get(
-        data.get("format", ""))
+    model, data = recipe.model, recipe.data
+    base = model.checkpoint
+    dataset = data.path or PRESET_REPOS.get(data.format)
     front = {"library_name": "transformers", "pipeline_tag": "image-segmentation",
-             "tags": ["segkit", "semantic-segmentation", model.get("family", "")]}
+             "tags": ["segkit", "semantic-segmentation", model.family]}
     if base:
         front["base_model"] = base
     if dataset and "/" in str(dataset) and not Path(str(dataset)).exists():
@@ -51,9 +59,9 @@ def model_card(recipe: dict, metrics: dict, labels: Any, repo_id: str | None = N
     usage_id = repo_id or "PATH/TO/model"
     return "\n".join([
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# {recipe.get('name', 'segkit model')}", "",
+        f"# {recipe.name}", "",
         f"Semantic segmentation of {', '.join(labels.names)}, fine-tuned with segkit "
-        f"({model.get('family', '?')} family{', from ' + base if base else ', trained from scratch'}).", "",
+        f"({model.family} family{', from ' + base if base else ', trained from scratch'}).", "",
         f"## Results on {split}", "",
         f"mIoU {_fmt(strict.get('mIoU'))} over all classes; {_fmt(fg.get('mIoU'))} over the foreground classes "
         "(background ignored), which is how subsets are usually reported.", "",
@@ -61,39 +69,33 @@ def model_card(recipe: dict, metrics: dict, labels: Any, repo_id: str | None = N
         "## Use", "", "```python",
         "from segkit.models import load_model",
         f"model = load_model(\"{usage_id}\")  # or: segkit predict {usage_id} IMAGES/", "```", "",
-        "## Training recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).strip(), "```", "",
+        "## Training recipe", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```", "",
     ])
 
 
 def export(run_dir: str | Path, output: str | Path | None = None, repo_id: str | None = None) -> Path:
     """Copy the model, write the card, add the run's report and a few overlays."""
-    from segkit.labels import LabelSet
-
-    run = Path(run_dir)
+    run = RunFolder(run_dir)
     recipe, metrics = _load_run(run)
-    out = Path(output) if output else run / "export"
+    out = Path(output) if output else run.export
     if out.exists():
         shutil.rmtree(out)
-    shutil.copytree(run / "model", out)
-    config = json.loads((out / "config.json").read_text())
-    labels = LabelSet.from_model_config(config)
-    (out / "README.md").write_text(model_card(recipe, metrics, labels, repo_id))
-    for name in ("metrics.json", "per_class.md", "confusion.png"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, out / name)
-    overlays = sorted((run / "overlays").glob("*.png"))[:4]
+    shutil.copytree(run.model, out)
+    labels = LabelSet.from_config(json.loads((out / "config.json").read_text()))
+    write_text(out / "README.md", model_card(recipe, metrics, labels, repo_id))
+    for path in (run.metrics, run.per_class, run.confusion):
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
+    overlays = sorted(run.overlays.glob("*.png"))[:4]
     if overlays:
-        (out / "overlays").mkdir()
+        Report(out).overlays.mkdir()
         for p in overlays:
-            shutil.copy2(p, out / "overlays" / p.name)
+            shutil.copy2(p, Report(out).overlays / p.name)
     return out
 
 
 def push(run_dir: str | Path, repo_id: str, private: bool = False) -> str:
     """Export, then upload the folder to `repo_id` (needs `huggingface-cli login` or HF_TOKEN)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import HfHubHTTPError
-
     out = export(run_dir, repo_id=repo_id)
     api = HfApi()
     try:

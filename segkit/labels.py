@@ -105,15 +105,42 @@ class LabelSet:
             ignore_index=d.get("ignore_index", IGNORE_INDEX),
         )
 
+    def write_to(self, config: Any) -> None:
+        """The one place a model's config learns its classes.
+
+        `id2label`/`label2id` are what transformers, `pipeline` and the Hub widget read;
+        `segkit_labels` adds what they have no field for (background id, palette).
+        """
+        config.id2label, config.label2id = self.id2label, self.label2id
+        config.segkit_labels = self.to_dict()
+
     @classmethod
-    def from_model_config(cls, config: Any) -> "LabelSet":
-        """Rebuild from a transformers config, or its parsed config.json (segkit stores its label
-        set there too)."""
+    def from_config(cls, config: Any) -> "LabelSet":
+        """The label set a model config holds: a transformers config object or its parsed
+        config.json. segkit's own `segkit_labels` wins; a plain transformers config gives its
+        `id2label` (a class named "background", if any, becomes the background)."""
         get = config.get if isinstance(config, Mapping) else lambda key: getattr(config, key, None)
         stored = get("segkit_labels")
         if stored:
             return cls.from_dict(stored)
-        id2label = {int(k): v for k, v in get("id2label").items()}
-        names: Sequence[str] = [id2label[i] for i in range(len(id2label))]
+        id2label = {int(k): v for k, v in (get("id2label") or {}).items()}
+        names: Sequence[str] = [id2label[i] for i in sorted(id2label)]
         background = next((i for i, n in enumerate(names) if n.lower() == "background"), None)
         return cls(names=tuple(names), background=background)
+
+
+class LabelMismatchError(ValueError):
+    """Weights trained for one label set met data or a recipe that selects another."""
+
+
+def check_same_labels(trained: LabelSet, selected: LabelSet, what: str) -> None:
+    """Refuse to mix label sets: scores, resumed weights and heads are meaningless across them.
+
+    Names are compared in order, since the position of a name is its training id.
+    """
+    if tuple(trained.names) != tuple(selected.names):
+        raise LabelMismatchError(
+            f"{what} was trained for classes {list(trained.names)}, but this recipe selects "
+            f"{list(selected.names)}. Use the recipe it was trained with (its run folder holds "
+            "recipe.yaml), or change the recipe's classes section to match."
+        )

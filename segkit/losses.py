@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.config import LossConfig
+from segkit.config import CLASS_WEIGHT_KINDS, LossConfig
 from segkit.labels import IGNORE_INDEX
 
 MAX_WEIGHT_RATIO = 50.0
@@ -37,9 +37,6 @@ model more than a whole image of background."""
 OHEM_MIN_KEPT = 4096
 """OHEM keeps at least this many pixels (or all labelled ones, if fewer), so a batch that is mostly
 255 still averages over a reasonable number of pixels."""
-
-WEIGHT_KINDS = ("inverse", "sqrt_inverse", "enet")
-
 
 class PixelCounts(Protocol):
     """The part of `segkit.data.stats.ClassStats` that the weights need."""
@@ -74,9 +71,9 @@ def class_weights(
         return None
     if not isinstance(kind, str):
         return _given_weights(kind, num_classes)
-    if kind not in WEIGHT_KINDS:
+    if kind not in CLASS_WEIGHT_KINDS:
         raise ValueError(
-            f"loss.class_weights: '{kind}' is unknown. Use one of {', '.join(WEIGHT_KINDS)}, "
+            f"loss.class_weights: '{kind}' is unknown. Use one of {', '.join(CLASS_WEIGHT_KINDS)}, "
             "a list of numbers (one per class), or null."
         )
     freq = _pixel_frequencies(stats, num_classes, kind)

@@ -17,7 +17,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+from segkit.data.decode import IMAGE_EXTENSIONS, to_rgb
+from segkit.inference import predict_masks
+from segkit.models import load_model
+from segkit.overlays import blend, legend
+
 
 
 def list_images(path: Path) -> list[Path]:
@@ -25,16 +29,14 @@ def list_images(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such image or folder.")
-    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not found:
-        raise FileNotFoundError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found.")
+        raise FileNotFoundError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) found.")
     return found
 
 
 def read_rgb(path: Path) -> Image.Image:
     """EXIF-rotated, any mode (RGBA, CMYK, palette, 16-bit) to 8-bit RGB."""
-    from segkit.data.decode import to_rgb
-
     try:
         with Image.open(path) as img:
             return to_rgb(img)
@@ -42,41 +44,13 @@ def read_rgb(path: Path) -> Image.Image:
         raise ValueError(f"{path}: cannot read this image ({e}). Is the file complete?") from None
 
 
-def _normalise(img: Image.Image, mean, std, size: int | None, divisor: int) -> torch.Tensor:
-    """Resize (short side to `size`, sides rounded to the model's divisor), scale, normalise."""
-    w, h = img.size
-    if size:
-        scale = size / min(w, h)
-        w, h = round(w * scale), round(h * scale)
-    w, h = max(divisor, round(w / divisor) * divisor), max(divisor, round(h / divisor) * divisor)
-    arr = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return torch.from_numpy(arr.transpose(2, 0, 1))
-
-
 def _batches(paths: list[Path], batch_size: int) -> Iterator[list[Path]]:
     for i in range(0, len(paths), batch_size):
         yield paths[i : i + batch_size]
 
 
-def _same_shape(xs: list[torch.Tensor]) -> list[list[int]]:
-    groups: dict[tuple, list[int]] = {}
-    for i, x in enumerate(xs):
-        groups.setdefault(tuple(x.shape), []).append(i)
-    return list(groups.values())
-
-
-@torch.inference_mode()
-def _to_mask(scores: torch.Tensor, img: Image.Image) -> np.ndarray:
-    from segkit.models.outputs import upsample_scores
-
-    return upsample_scores(scores, (img.height, img.width)).argmax(1)[0].cpu().numpy().astype(np.uint8)
-
-
 def with_legend(overlay: Image.Image, mask: np.ndarray, labels) -> Image.Image:
     """The tinted image with a legend of the classes it shows stacked below it."""
-    from segkit.overlays import legend
-
     shown = [i for i in np.unique(mask).tolist() if i != labels.background]  # background is left untinted
     if not shown:
         return overlay
@@ -97,12 +71,9 @@ def _write(out: Path, rel: Path, img: Image.Image, mask: np.ndarray, labels, ble
 
 
 @torch.inference_mode()
-def predict_folder(model_path: str | Path, images: str | Path, output: str | Path,
-                   batch_size: int = 4, size: int | None = None) -> Path:
-    """Predict every image under `images`; images of any size, masks at each image's own size."""
-    from segkit.models import load_model
-    from segkit.overlays import blend
-
+def predict_folder(model_path: str | Path, images: str | Path, output: str | Path, batch_size: int = 4) -> Path:
+    """Predict every image under `images`; images of any size, masks at each image's own size,
+    fed to the model exactly as its evaluation fed them (`segkit.inference`)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_path).to(device).eval()
     labels = model.labels
@@ -113,13 +84,9 @@ def predict_folder(model_path: str | Path, images: str | Path, output: str | Pat
     rows = []
     for group in tqdm(list(_batches(paths, batch_size)), desc="predict", unit="batch"):
         imgs = [read_rgb(p) for p in group]
-        xs = [_normalise(im, model.image_mean, model.image_std, size, model.size_divisor) for im in imgs]
-        for same in _same_shape(xs):  # stack only equal-sized inputs: padding would change the scores
-            scores = model(torch.stack([xs[i] for i in same]).to(device)).scores
-            for j, i in enumerate(same):
-                mask = _to_mask(scores[j : j + 1], imgs[i])
-                rel = group[i].relative_to(root).with_suffix(".png") if root.is_dir() else Path(group[i].stem + ".png")
-                rows.append(_write(out, rel, imgs[i], mask, labels, blend))
+        for path, img, mask in zip(group, imgs, predict_masks(model, imgs, device)):
+            rel = path.relative_to(root).with_suffix(".png") if root.is_dir() else Path(path.stem + ".png")
+            rows.append(_write(out, rel, img, mask, labels, blend))
     with open(out / "areas.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image"] + list(labels.names))

@@ -1,4 +1,5 @@
-"""Evaluation reports on disk: metrics.json, a per-class Markdown table, a confusion plot.
+"""Evaluation reports on disk: metrics.json, a per-class Markdown table, a confusion plot, and
+image | truth | prediction overlays; the paths come from `segkit.run_folder.Report`.
 
 The table puts each class's share of the training pixels beside its scores, because the usual
 reason a class scores badly is that the model barely saw it.
@@ -6,16 +7,17 @@ reason a class scores badly is that the model barely saw it.
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
+import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from torch.utils.data import Dataset
 
+from segkit.inference import predict_masks
 from segkit.labels import LabelSet
-from segkit.overlays import confusion_image
+from segkit.overlays import confusion_image, panel
+from segkit.run_folder import Report, atomic_write, write_json, write_text
 
 
 def _pct(value: float | None, undefined: str = "n/a") -> str:
@@ -81,49 +83,60 @@ def format_table(metrics: dict[str, Any], labels: LabelSet, train_share: np.ndar
     return f"{per_class}\n\n{summary}\n"
 
 
-def json_default(obj: Any) -> Any:
-    """numpy scalars and arrays, torch tensors and paths: what reports and run logs hold."""
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays, tensors
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write beside `path`, then rename over it: a crash never leaves a half-written report."""
-    # Same folder, so os.replace is a rename; not mkstemp, whose 0600 mode would stick to the report.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_report(
-    out_dir: Path,
+    report: Report | Path,
     metrics: dict[str, Any],
     matrix: Any,
     labels: LabelSet,
     train_share: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write out_dir/metrics.json (metrics plus `extra`), per_class.md and confusion.png."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write metrics.json (metrics plus `extra`), per_class.md and confusion.png into `report`
+    (a `Report`, or the folder for one)."""
+    report = report if isinstance(report, Report) else Report(report)
     clash = set(metrics) & set(extra or {})
     if clash:
         raise ValueError(f"extra keys {sorted(clash)} would overwrite metrics; rename them.")
-    payload = {**metrics, **(extra or {})}
-    # allow_nan=False: a NaN here is a bug upstream (undefined metrics are None), not a value.
-    text = json.dumps(payload, indent=2, allow_nan=False, default=json_default) + "\n"
-    _atomic_write(out_dir / "metrics.json", lambda p: p.write_text(text, encoding="utf-8"))
-
+    write_json(report.metrics, {**metrics, **(extra or {})})
     md = f"# Per-class results\n\n{metrics['num_pixels']:,} scored pixels.\n\n"
-    md += format_table(metrics, labels, train_share)
-    _atomic_write(out_dir / "per_class.md", lambda p: p.write_text(md, encoding="utf-8"))
-
+    write_text(report.per_class, md + format_table(metrics, labels, train_share))
     image = confusion_image(matrix, labels, normalize="true")
-    _atomic_write(out_dir / "confusion.png", lambda p: image.save(p, format="PNG"))
+    atomic_write(report.confusion, lambda p: image.save(p, format="PNG"))
+
+
+def write_overlays(model: Any, dataset: Dataset, report: Report, count: int) -> None:
+    """image | truth | prediction panels with a legend, for the first `count` samples, predicted
+    exactly as `segkit predict` would."""
+    for i in range(min(count, len(dataset))):
+        image, truth = dataset.raw(i)
+        pred = predict_masks(model, [image])[0]
+        picture = panel(image, truth, pred, model.labels, title=f"sample {i}")
+        atomic_write(report.overlays / f"{i:03d}.png", lambda p: picture.save(p, format="PNG"))
+
+
+def train_share(stats: Any) -> np.ndarray | None:
+    """Each class's share of labelled training pixels, shown beside its IoU."""
+    return stats.pixel_share(exclude_ignored=True) if stats is not None else None
+
+
+def summary_line(metrics: dict) -> str:
+    s, f = metrics["strict"], metrics["foreground"]
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"  # noqa: E731
+    return f"mIoU {fmt(s['mIoU'])} (foreground {fmt(f['mIoU'])}), aAcc {fmt(s['aAcc'])}"
+
+
+def write_final_report(report: Report, results: dict[str, dict[str, Any]], headline: str, model: Any,
+                       dataset: Dataset, share: np.ndarray | None, num_overlays: int, extra: dict[str, Any],
+                       num_processes: int = 1) -> None:
+    """The headline split's table, confusion plot and overlays; every split's figures in
+    metrics.json; the table printed."""
+    main = dict(results[headline])
+    matrix = main.pop("matrix")
+    others = {s: {k: v for k, v in m.items() if k != "matrix"} for s, m in results.items() if s != headline}
+    write_report(report, main, matrix, model.labels, train_share=share,
+                 extra={"split": headline, "confusion_matrix": matrix, "other_splits": others, **extra})
+    write_overlays(model, dataset, report, num_overlays)
+    procs = f", {num_processes} processes" if num_processes > 1 else ""
+    print(f"\nPer-class results on {headline} ({len(dataset)} images{procs}):")
+    print(format_table(main, model.labels, share))
+    print(summary_line(main))

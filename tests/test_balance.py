@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.data.balance import CatMaxRatioCrop, RareClassSampler, image_weights
+from segkit.data.augment import CatMaxRatioCrop
+from segkit.data.sampling import RareClassSampler, image_weights
 
 # ----------------------------------------------------------------------------- image weights
 

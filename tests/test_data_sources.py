@@ -80,10 +80,10 @@ def test_hub_format_detects_columns_and_reads_id2label(tmp_path):
 
 
 def test_streaming_holds_out_the_first_rows(tmp_path, monkeypatch):
-    import segkit.data.sources as sources
+    import segkit.data.source as source
 
     hub_parquet(tmp_path, "train", 10, "image", "label", 3)
-    monkeypatch.setattr(sources, "STREAM_VAL_ROWS", 3)  # a local stream does not report its size
+    monkeypatch.setattr(source, "STREAM_VAL_ROWS", 3)  # a local stream does not report its size
     cfg = DataConfig(format="hub", path=str(tmp_path), streaming=True, class_names=["a", "b", "c", "d"])
     src = load_source(cfg)
     assert isinstance(src.splits["train"], datasets.IterableDataset)

@@ -1,12 +1,13 @@
 """The data layer: from a dataset on the Hub or on disk to batches of images and training ids.
 
-Flow: `load_source` (sources.py, folder.py, synthetic.py; files decoded by decode.py) ->
-`select_classes` (classes.py: source ids -> training ids, 255 = ignored) -> `compute_stats`
-(stats.py, cached) -> `build_transforms` (augment.py) -> `SegmentationDataset` and the collate
-functions (dataset.py). `build_data` runs the whole chain; `segkit inspect` (audit.py) checks it.
+Files read in data-flow order: `source.py` (the shape every source takes) <- `sources.py`,
+`folder.py`, `synthetic.py` (loaders; files decoded by `decode.py`) -> `classes.py` (source ids ->
+training ids, 255 = ignored) -> `stats.py` (class statistics, cached) -> `augment.py`
+(training augmentation, evaluation transform) -> `sampling.py` (order and seeds) -> `dataset.py`
+(items, collate, `build_data`) -> `loaders.py`. `segkit inspect` (`audit.py`) checks it all.
 """
 
-from segkit.data.augment import build_transforms, worker_init_fn
+from segkit.data.augment import CatMaxRatioCrop, EvalTransform, build_transforms, worker_init_fn
 from segkit.data.classes import Selection, select_classes
 from segkit.data.dataset import (
     DataBundle,
@@ -17,14 +18,17 @@ from segkit.data.dataset import (
     train_collate,
 )
 from segkit.data.errors import DataError
-from segkit.data.sources import Source, load_source
+from segkit.data.source import Source
+from segkit.data.sources import load_source
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
 from segkit.data.synthetic import make_synthetic
 
 __all__ = [
+    "CatMaxRatioCrop",
     "ClassStats",
     "DataBundle",
     "DataError",
+    "EvalTransform",
     "SegmentationDataset",
     "Selection",
     "Source",

@@ -22,7 +22,8 @@ from segkit.data.classes import Selection, describe, select_classes
 from segkit.data.dataset import STREAM_STATS_ROWS, capped_rows
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
-from segkit.data.sources import Source, load_source
+from segkit.data.source import Source
+from segkit.data.sources import load_source
 from segkit.data.stats import ClassStats, StatsCounter, cache_dir, stats_key, store_stats
 from segkit.labels import IGNORE_INDEX, LabelSet
 

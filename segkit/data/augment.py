@@ -1,8 +1,11 @@
-"""albumentations pipelines that move image and mask together; mean/std come from the model.
+"""Transforms: albumentations pipelines that move image and mask together for training, and the
+model's own image processor for evaluation. mean/std come from the model.
 
-Training: random rescale -> pad (image 0, mask 255) -> random crop -> flip -> optional rotate ->
-optional colour jitter -> normalise. Evaluation resizes or pads the IMAGE only: labels are never
-resized for scoring; predictions are brought to the label's size instead.
+Training: random rescale -> pad (image 0, mask 255) -> random crop (optionally retried until no
+class dominates it, `CatMaxRatioCrop`) -> flip -> optional rotate -> optional colour jitter ->
+normalise. Evaluation (`EvalTransform`) resizes or pads the IMAGE only, exactly as the image
+processor saved with the model does: labels are never resized for scoring; predictions are
+brought to the label's size instead (`segkit.inference`).
 
 Masks always use nearest-neighbour interpolation: any other mode invents label values between
 neighbouring ids (STACK-NOTES measured 133 of them).
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Sequence
+from typing import Any, Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check at import
 
@@ -24,32 +27,60 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from segkit.config import AugmentConfig  # noqa: E402
+from segkit.config import AugmentConfig, InputSpec, hw  # noqa: E402
 from segkit.labels import IGNORE_INDEX  # noqa: E402
 
 PAD_DIVISOR = 32
-"""`eval_mode: pad` pads images to a multiple of this: the strides of every supported encoder divide it."""
-
-
-def hw(size: int | Sequence[int]) -> tuple[int, int]:
-    """`512` or `[384, 512]` -> (height, width)."""
-    if isinstance(size, int):
-        return size, size
-    return (int(size[0]), int(size[0])) if len(size) == 1 else (int(size[0]), int(size[1]))
+"""`eval_mode: pad` pads images to a multiple of this: the strides of the convolutional and Swin
+encoders divide it (patch models pad further to their patch, in `segkit.inference`)."""
 
 
 def build_transforms(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float], train: bool,
-                     seed: int | None = None) -> A.Compose:
-    """The image+mask pipeline for training (`train=True`) or the image pipeline for evaluation.
+                     seed: int | None = None) -> A.Compose | EvalTransform:
+    """The image+mask pipeline for training (`train=True`), or the evaluation transform that a
+    model with these mean/std and `cfg`'s eval settings would save (`EvalTransform`).
 
     `mean`/`std` are the model's image processor values on the 0..1 scale (pixels are divided by
     255 first, as the processors do).
     """
-    steps = _train_steps(cfg) if train else _eval_steps(cfg)
-    steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    if not train:
+        return EvalTransform(eval_processor(InputSpec.from_augment(cfg), mean, std), cfg.eval_mode == "pad")
+    steps = _train_steps(cfg) + [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
     return A.Compose(steps, seed=seed, mask_interpolation=cv2.INTER_NEAREST)
+
+
+class EvalTransform:
+    """A PIL RGB image -> (3, h, w) float32 tensor, as the model is fed outside training.
+
+    The work is the image processor's (the one saved with the model, so `pipeline` does the same);
+    `pad` adds segkit's `eval_mode: pad`, bottom/right to `PAD_DIVISOR`, which no processor does.
+    Picklable, so DataLoader workers run it.
+    """
+
+    def __init__(self, processor: Any, pad: bool = False) -> None:
+        self.processor, self.pad = processor, pad
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.ascontiguousarray(self.processor(images=image, return_tensors="np")["pixel_values"][0]))
+        if self.pad:
+            h, w = pixels.shape[-2:]
+            pixels = F.pad(pixels, (0, (-w) % PAD_DIVISOR, 0, (-h) % PAD_DIVISOR))
+        return pixels
+
+
+def eval_processor(spec: InputSpec, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """The image processor for data without a model yet (`segkit inspect`, tests): SegFormer's
+    Pil processor does exactly resize -> rescale -> normalise, like every family's."""
+    from transformers import SegformerImageProcessorPil  # transformers is slow to import; only here
+
+    size = {"height": spec.size[0], "width": spec.size[1]} if spec.size else None
+    return SegformerImageProcessorPil(do_resize=spec.mode == "resize", image_mean=list(mean), image_std=list(std),
+                                      do_reduce_labels=False, **({"size": size} if size else {}))
 
 
 def _train_steps(cfg: AugmentConfig) -> list[A.BasicTransform]:
@@ -62,8 +93,6 @@ def _train_steps(cfg: AugmentConfig) -> list[A.BasicTransform]:
         A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
     ]
     if cfg.cat_max_ratio < 1:
-        from segkit.data.balance import CatMaxRatioCrop  # written beside this module; imported only when used
-
         steps.append(CatMaxRatioCrop(h, w, cfg.cat_max_ratio, ignore_index=IGNORE_INDEX, max_tries=10))
     else:
         steps.append(A.RandomCrop(height=h, width=w))
@@ -77,18 +106,6 @@ def _train_steps(cfg: AugmentConfig) -> list[A.BasicTransform]:
         j = cfg.color_jitter
         steps.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=j / 10, p=0.8))
     return steps
-
-
-def _eval_steps(cfg: AugmentConfig) -> list[A.BasicTransform]:
-    if cfg.eval_mode == "resize":
-        h, w = hw(cfg.eval_size if cfg.eval_size is not None else cfg.crop_size)
-        return [A.Resize(height=h, width=w, interpolation=cv2.INTER_LINEAR)]
-    if cfg.eval_mode == "pad":
-        # top-left, so the label (never padded) lines up with the top-left of the prediction
-        return [A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=PAD_DIVISOR,
-                              pad_width_divisor=PAD_DIVISOR, position="top_left",
-                              border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX)]
-    return []
 
 
 def reseed_transform(transform: A.Compose | None, seed: int) -> None:
@@ -113,3 +130,78 @@ def worker_init_fn(worker_id: int) -> None:
         dataset = getattr(dataset, "dataset", None)
     if dataset is not None:
         dataset.reseed(seed)
+
+
+class CatMaxRatioCrop(BaseCrop):
+    """Random crop of (height, width), retried until no class covers more than `cat_max_ratio` of it.
+
+    The share counts labelled pixels only (`ignore_index` is left out), and a crop with no labelled
+    pixel is retried too. After `max_tries` crops that all fail, the last one is used. With
+    `cat_max_ratio=1` (or no mask in the call) it is a plain random crop. Positions come from the
+    transform's own RNG, so `A.Compose(..., seed=N)` repeats them.
+
+    The image must be at least the crop size: pad first (`A.PadIfNeeded(..., fill_mask=255)`, as
+    255 is ignored by the loss and the metric). When to use: `augment.cat_max_ratio: 0.75` when
+    training crops are small against the images and many of them hold background only.
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        cat_max_ratio: float = 0.75,
+        ignore_index: int = IGNORE_INDEX,
+        max_tries: int = 10,
+        p: float = 1.0,
+    ):
+        super().__init__(p=p)
+        if height < 1 or width < 1:
+            raise ValueError(f"CatMaxRatioCrop: crop size must be >= 1; got {height}x{width}")
+        if not 0 < cat_max_ratio <= 1:
+            raise ValueError(f"augment.cat_max_ratio: a share in (0, 1]; got {cat_max_ratio}")
+        if max_tries < 1:
+            raise ValueError(f"CatMaxRatioCrop: max_tries must be >= 1; got {max_tries}")
+        self.height = height
+        self.width = width
+        self.cat_max_ratio = cat_max_ratio
+        self.ignore_index = ignore_index
+        self.max_tries = max_tries
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        image_height, image_width = params["shape"][:2]
+        if image_height < self.height or image_width < self.width:
+            raise ValueError(
+                f"CatMaxRatioCrop: crop {self.height}x{self.width} is larger than the image "
+                f"{image_height}x{image_width}. Pad first: A.PadIfNeeded({self.height}, {self.width}, "
+                f"fill_mask={self.ignore_index})."
+            )
+        labels = _label_plane(data.get("mask"))
+        tries = self.max_tries if labels is not None and self.cat_max_ratio < 1 else 1
+        for _ in range(tries):
+            y = self.py_random.randint(0, image_height - self.height)
+            x = self.py_random.randint(0, image_width - self.width)
+            if tries == 1 or self._balanced(labels[y : y + self.height, x : x + self.width]):
+                break
+        return {"crop_coords": (x, y, x + self.width, y + self.height)}
+
+    def _balanced(self, crop: np.ndarray) -> bool:
+        counts = np.bincount(crop.ravel())
+        if self.ignore_index < counts.size:
+            counts[self.ignore_index] = 0
+        total = counts.sum()
+        return bool(total > 0 and counts.max() <= self.cat_max_ratio * total)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("height", "width", "cat_max_ratio", "ignore_index", "max_tries")
+
+
+def _label_plane(mask: np.ndarray | None) -> np.ndarray | None:
+    """The (H, W) label map of a mask given as (H, W) or (H, W, 1), as non-negative integers."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if not np.issubdtype(mask.dtype, np.integer):
+        mask = mask.astype(np.int64)
+    return mask

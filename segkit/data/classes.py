@@ -17,16 +17,14 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from segkit.config import ClassesConfig
 from segkit.data.errors import DataError
+from segkit.data.source import Source
 from segkit.labels import IGNORE_INDEX, LabelSet
-
-if TYPE_CHECKING:
-    from segkit.data.sources import Source
 
 _INVALID = np.iinfo(np.uint16).max  # marks source ids that are not classes, in the checking table
 

@@ -1,9 +1,9 @@
 """From a source split to model inputs: decode, select classes, augment, collate.
 
-`build_data(recipe, mean, std)` does it all and returns a `DataBundle`: the label set, the datasets
-for train/val/test and the (cached) class statistics of the training split. Training items are
-augmented crops; evaluation items keep their labels at the original resolution (255 = ignored),
-whatever happens to the image (`augment.eval_mode`).
+`build_data(recipe, mean, std)` does it all and returns a `DataBundle`: the class selection (which
+owns the label set), the datasets for train/val/test and the (cached) class statistics of the
+training split. Training items are augmented crops; evaluation items are the model's evaluation
+transform of the image, with the label at its original resolution (255 = ignored).
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ from typing import Any, Iterator, Sequence
 import datasets
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from segkit.config import Recipe
-from segkit.data.augment import build_transforms, reseed_transform
+from segkit.data.augment import EvalTransform, build_transforms, reseed_transform
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
 from segkit.data.sources import Source, load_source
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
-from segkit.labels import IGNORE_INDEX, LabelSet
+from segkit.labels import LabelSet
 
 STREAM_STATS_ROWS = 500
 """A streamed train split has no end to count to: its statistics come from its first rows."""
@@ -61,14 +60,11 @@ class _Rows:
 
 
 def _item(image: Image.Image, labels: np.ndarray, transform: Any, train: bool, index: int) -> dict[str, Any]:
-    pixels = np.asarray(image)
     if train:
-        out = transform(image=pixels, mask=labels)
-        target = out["mask"].long()
-    else:
-        out = transform(image=pixels)  # the label is not resized: scoring happens at its own size
-        target = torch.from_numpy(labels).long()
-    return {"pixel_values": out["image"].float(), "labels": target, "index": index}
+        out = transform(image=np.asarray(image), mask=labels)
+        return {"pixel_values": out["image"].float(), "labels": out["mask"].long(), "index": index}
+    # the label is not resized: scoring happens at its own size (segkit.inference)
+    return {"pixel_values": transform(image), "labels": torch.from_numpy(labels).long(), "index": index}
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -135,22 +131,10 @@ def train_collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
             "labels": torch.stack([it["labels"] for it in items])}
 
 
-def eval_collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Pad to the batch's largest image and label: images with 0 (bottom/right), labels with 255.
-
-    `label_sizes` (B, 2) holds each label's true (H, W): the metric crops `labels[i, :H, :W]`.
-    """
-    h = max(it["pixel_values"].shape[-2] for it in items)
-    w = max(it["pixel_values"].shape[-1] for it in items)
-    lh = max(it["labels"].shape[-2] for it in items)
-    lw = max(it["labels"].shape[-1] for it in items)
-    pixels = [F.pad(it["pixel_values"], (0, w - it["pixel_values"].shape[-1], 0, h - it["pixel_values"].shape[-2]))
-              for it in items]
-    # 255 is ignored by the metric, so padding never counts as a class
-    labels = [F.pad(it["labels"], (0, lw - it["labels"].shape[-1], 0, lh - it["labels"].shape[-2]), value=IGNORE_INDEX)
-              for it in items]
-    return {"pixel_values": torch.stack(pixels), "labels": torch.stack(labels),
-            "label_sizes": torch.tensor([list(it["labels"].shape[-2:]) for it in items], dtype=torch.long),
+def eval_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Lists, not stacked tensors: evaluation images keep their own sizes, and padding them to a
+    common one would change the scores (`segkit.inference` batches same-shaped inputs itself)."""
+    return {"pixel_values": [it["pixel_values"] for it in items], "labels": [it["labels"] for it in items],
             "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
 
 
@@ -170,8 +154,8 @@ def capped_rows(rows: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
 class DataBundle:
     """Everything training and evaluation need from the data side."""
 
-    labels: LabelSet
     selection: Selection
+    """Source ids -> training ids, and the label set (`labels`), which it owns."""
     source: Source
     train: torch.utils.data.Dataset | None
     val: torch.utils.data.Dataset | None
@@ -179,6 +163,10 @@ class DataBundle:
     test: torch.utils.data.Dataset | None
     stats: ClassStats
     """Class statistics of the train split as used (after drop_empty and caps), cached."""
+
+    @property
+    def labels(self) -> LabelSet:
+        return self.selection.labels
 
 
 def _train_split(source: Source, selection: Selection, recipe: Recipe) -> tuple[datasets.Dataset, ClassStats]:
@@ -205,13 +193,17 @@ def _eval_split(rows: datasets.Dataset, cap: int | None, seed: int) -> datasets.
 
 
 def build_data(recipe: Recipe, mean: Sequence[float], std: Sequence[float], *, source: Source | None = None,
-               selection: Selection | None = None) -> DataBundle:
-    """Source -> selection -> datasets with transforms; `source`/`selection` may be passed in if built."""
+               selection: Selection | None = None, eval_transform: EvalTransform | None = None) -> DataBundle:
+    """Source -> selection -> datasets with transforms; `source`/`selection` may be passed in if built.
+
+    `eval_transform` is the model's (`segkit.inference.eval_transform`); without a model, the one a
+    model with these mean/std and the recipe's eval settings would have.
+    """
     source = source or load_source(recipe.data)
     selection = selection or select_classes(source, recipe.classes)
     aug, seed = recipe.augment, recipe.train.seed
     train_tf = build_transforms(aug, mean, std, train=True, seed=seed)
-    eval_tf = build_transforms(aug, mean, std, train=False)
+    eval_tf = eval_transform or build_transforms(aug, mean, std, train=False)
     stream = isinstance(source.splits["train"], datasets.IterableDataset)
     if stream:
         rows = source.splits["train"]
@@ -236,4 +228,4 @@ def build_data(recipe: Recipe, mean: Sequence[float], std: Sequence[float], *, s
 
     test = evaluation("test")
     val = evaluation("val") if "val" in source.splits else test
-    return DataBundle(selection.labels, selection, source, train, val, test, stats)
+    return DataBundle(selection, source, train, val, test, stats)

@@ -18,11 +18,14 @@ from typing import Any
 
 import datasets
 import numpy as np
+import yaml
 from PIL import ExifTags, Image, ImageOps
 
 from segkit.data.errors import DataError
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes read as images, by the folder source and by `segkit predict` (any case)."""
 
 
 def location(value: Any, split: str, index: int) -> str:
@@ -161,9 +164,7 @@ def read_palette(value: list[list[int]] | str) -> list[tuple[int, int, int]]:
         if path.suffix.lower() == ".txt":
             value = [[int(v) for v in line.replace(",", " ").split()] for line in text.splitlines() if line.strip()]
         else:
-            import yaml
-
-            value = yaml.safe_load(text)
+            value = yaml.safe_load(text)  # YAML reads JSON too
     colours = [tuple(int(v) for v in c) for c in value or []]
     bad = [c for c in colours if len(c) != 3 or not all(0 <= v <= 255 for v in c)]
     if not colours or bad:

@@ -21,11 +21,9 @@ from pathlib import Path
 import datasets
 
 from segkit.config import DataConfig
-from segkit.data.decode import read_palette
+from segkit.data.decode import IMAGE_EXTENSIONS, read_palette
 from segkit.data.errors import DataError
-from segkit.data.sources import SPLIT_ALIASES, Source, class_names_for, hold_out_val, unlabeled_ids
-
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from segkit.data.source import SPLIT_ALIASES, Source, class_names_for, hold_out_val, unlabeled_ids
 
 
 def folder_source(cfg: DataConfig) -> Source:
@@ -35,7 +33,7 @@ def folder_source(cfg: DataConfig) -> Source:
         raise DataError(f"data.path: folder {root} does not exist.")
     palette = read_palette(cfg.palette) if cfg.palette is not None else None
     fallback = (lambda: {i: f"class_{i}" for i in range(len(palette))}) if palette else (lambda: None)
-    names = class_names_for(cfg, fallback, f"data.path {root}")
+    names = class_names_for(cfg.class_names, fallback, f"data.path {root}")
     if palette is not None and len(palette) < len(names):
         raise DataError(f"data.palette: {len(palette)} colours for {len(names)} class names; give one per id.")
     splits = folder_splits(cfg, root, cfg.images, cfg.masks)
@@ -89,7 +87,7 @@ def _scan(root: Path, spec: str) -> dict[str, Path]:
     if target.is_file() and target.suffix.lower() == ".txt":
         files = [_resolve_listed(line.strip(), target, root) for line in target.read_text().splitlines() if line.strip()]
     elif target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        files = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     else:
         raise DataError(f"{target} does not exist. Check data.path and the data.images/data.masks templates.")
     by_stem: dict[str, Path] = {}
@@ -104,7 +102,7 @@ def _scan(root: Path, spec: str) -> dict[str, Path]:
 def _resolve_listed(line: str, list_file: Path, root: Path) -> Path:
     for base in (list_file.parent, root):
         candidate = base / line
-        for path in [candidate] + [candidate.with_name(candidate.name + e) for e in EXTENSIONS]:
+        for path in [candidate] + [candidate.with_name(candidate.name + e) for e in IMAGE_EXTENSIONS]:
             if path.is_file():
                 return path
     raise DataError(f"{list_file}: listed file '{line}' not found next to the list or under {root}.")
@@ -115,7 +113,7 @@ def _pairs(root: Path, images: str, masks: str, stems: set[str] | None, split: s
     if stems is not None:
         found_images = {s: p for s, p in found_images.items() if s in stems}
     if not found_images:
-        raise DataError(f"{root / images}: no images ({', '.join(EXTENSIONS)}) for split '{split}'.")
+        raise DataError(f"{root / images}: no images ({', '.join(IMAGE_EXTENSIONS)}) for split '{split}'.")
     orphans = sorted(set(found_images) - set(found_masks))
     if orphans:
         raise DataError(f"{len(orphans)} image(s) in {root / images} have no mask in {root / masks} "

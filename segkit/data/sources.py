@@ -13,27 +13,21 @@ directory of parquet files wherever it takes a repo id; the tests use exactly th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
 from segkit.config import DataConfig
-from segkit.data.decode import read_image, read_label, to_rgb  # noqa: F401  (how rows are read; predict uses to_rgb)
 from segkit.data.errors import DataError
-
-Split = datasets.Dataset | datasets.IterableDataset
-SPLIT_ALIASES = {"train": ("train", "training"), "val": ("validation", "val", "valid"), "test": ("test", "testing")}
-"""segkit split name -> source split names it is found under, in order of preference."""
-IMAGE_COLUMNS = ("image", "pixel_values", "img")
-LABEL_COLUMNS = ("annotation", "label", "mask", "segmentation", "semantic", "semantic_segmentation")
-UNLABELED_NAMES = ("unlabeled", "unlabelled", "void", "ignore", "ignored", "other", "undefined")
-"""Source class names taken to mean "not annotated": their pixels become 255 unless selected."""
-STREAM_VAL_ROWS = 200
-"""Rows held out as `val` from a streamed train-only source whose size the Hub does not report."""
+from segkit.data.folder import folder_source, folder_splits
+from segkit.data.source import (Source, class_names_for, detect_columns, hold_out_val, pick_splits,
+                                unlabeled_ids)
+from segkit.data.synthetic import synthetic_source
 
 ADE20K_REPO, ADE20K_CONFIG, ADE20K_REVISION = "zhoubolei/scene_parse_150", "scene_parsing", "refs/convert/parquet"
 SIDEWALK_REPO = "segments/sidewalk-semantic"
+PRESET_REPOS = {"ade20k": ADE20K_REPO, "sidewalk": SIDEWALK_REPO}
+"""The Hub dataset each preset format reads by default (model cards name it)."""
 
 # SceneParse150 (objectInfo150): id 1..150 in order; ";" separates a display name from its aliases.
 # Id 0 is "other" (none of the 150) and is ignored by the standard protocol.
@@ -88,30 +82,6 @@ SIDEWALK_NAMES = (
 ).split()
 
 
-@dataclass
-class Source:
-    """Rows of a dataset in one schema, plus what its label ids mean.
-
-    Every split has exactly the columns `image` and `label`; `label` holds SOURCE class ids
-    (ADE20K: 0 other, 1..150 classes), which `select_classes` maps to training ids.
-    """
-
-    splits: dict[str, Split]
-    """Keys among train/val/test."""
-    class_names: dict[int, str]
-    """Source id -> display name."""
-    ignore_ids: list[int]
-    """Source ids meaning unlabeled/other: they become 255 unless explicitly selected."""
-    name: str
-    """Short name for reports and caches, e.g. `ade20k`."""
-    aliases: dict[int, list[str]] = field(default_factory=dict)
-    """Extra names a class can be selected by (ADE20K `window` for `windowpane`)."""
-    palette: list[tuple[int, int, int]] | None = None
-    """Colour of each source id when masks are RGB images (`folder` format with `data.palette`)."""
-    origin: str = ""
-    """Format, path and revision: what identifies the data for the statistics cache."""
-
-
 def hub_load(path: str, config_name: str | None = None, revision: str | None = None,
              streaming: bool = False) -> datasets.DatasetDict | datasets.IterableDatasetDict:
     """`load_dataset` on a Hub repo id, or on a local directory of parquet files laid out like one.
@@ -128,60 +98,6 @@ def hub_load(path: str, config_name: str | None = None, revision: str | None = N
     except (OSError, ValueError) as e:  # offline, missing repo or files, unknown config
         raise DataError(f"Could not load '{path}' from the Hub: {e}\n(Offline? Point data.path at a local "
                         "copy: a folder of parquet files laid out like the repo.)") from None
-
-
-def detect_columns(ds: Split, image_column: str | None, label_column: str | None, where: str) -> Split:
-    """Keep only the image and label columns, renamed to `image` and `label`."""
-    columns = list(ds.column_names or next(iter(ds)).keys())
-
-    def pick(given: str | None, candidates: tuple[str, ...], field_name: str) -> str:
-        if given is not None and given in columns:
-            return given
-        found = [c for c in candidates if c in columns] if given is None else []
-        if not found:
-            raise DataError(f"{where}: no {field_name.split('_')[0]} column "
-                            f"{'named ' + repr(given) if given else 'found'}; columns are {columns}. "
-                            f"Set data.{field_name} to one of them.")
-        return found[0]
-
-    image = pick(image_column, IMAGE_COLUMNS, "image_column")
-    label = pick(label_column, LABEL_COLUMNS, "label_column")
-    ds = ds.select_columns([image, label])
-    return ds.rename_columns({k: v for k, v in ((image, "image"), (label, "label")) if k != v})
-
-
-def pick_splits(available: list[str], wanted: dict[str, str], where: str) -> dict[str, str]:
-    """segkit split -> source split: `data.splits` when given, else by the usual names."""
-    if wanted:
-        unknown = sorted(set(wanted) - set(SPLIT_ALIASES))
-        missing = [s for s in wanted.values() if s not in available]
-        if unknown or missing:
-            raise DataError(f"{where}: data.splits names {unknown or missing}, but segkit splits are "
-                            f"train/val/test and the source has {available}.")
-        return dict(wanted)
-    found = {ours: next((s for s in names if s in available), None) for ours, names in SPLIT_ALIASES.items()}
-    return {ours: theirs for ours, theirs in found.items() if theirs is not None}
-
-
-def hold_out_val(splits: dict[str, Split], fraction: float, seed: int) -> dict[str, Split]:
-    """Give a source without a validation split one, seeded, out of train.
-
-    A streamed train split is not shuffled first: a shuffled stream reshuffles each epoch
-    (`set_epoch`), and `skip` would then hand val rows back to training. The first rows in file
-    order are held out instead.
-    """
-    train = splits.get("train")
-    if "val" in splits or train is None or fraction <= 0:
-        return splits
-    if isinstance(train, datasets.IterableDataset):
-        total = next((s.num_examples for s in (train.info.splits or {}).values() if s.num_examples), 0)
-        n_val = max(1, round(total * fraction)) if total else STREAM_VAL_ROWS
-        return {**splits, "train": train.skip(n_val), "val": train.take(n_val)}
-    if len(train) < 2:
-        return splits
-    n_val = min(len(train) - 1, max(1, round(len(train) * fraction)))
-    parts = train.train_test_split(test_size=n_val, seed=seed, shuffle=True)
-    return {**splits, "train": parts["train"], "val": parts["test"]}
 
 
 def _hub_splits(cfg: DataConfig, path: str, where: str, preferred: dict[str, str] | None = None,
@@ -209,8 +125,6 @@ def _ade20k(cfg: DataConfig) -> Source:
     if (local / "ADEChallengeData2016").is_dir():
         local = local / "ADEChallengeData2016"
     if (local / "images").is_dir():
-        from segkit.data.folder import folder_splits  # the official download is a plain folder
-
         layout = {"train": "training", "val": "validation"} if (local / "images" / "training").is_dir() else {}
         splits = folder_splits(cfg, local, "images/{split}" if layout else "images",
                                "annotations/{split}" if layout else "annotations", layout)
@@ -254,7 +168,7 @@ def _hub(cfg: DataConfig) -> Source:
     if not cfg.path:
         raise DataError("data.path: format 'hub' needs a repo id (or a local folder of parquet files).")
     splits = _hub_splits(cfg, cfg.path, cfg.path, None, cfg.config_name, cfg.revision)
-    names = class_names_for(cfg, lambda: _id2label(cfg.path, cfg.revision), cfg.path)
+    names = class_names_for(cfg.class_names, lambda: _id2label(cfg.path, cfg.revision), cfg.path)
     return Source(splits, names, unlabeled_ids(names), Path(cfg.path).name,
                   origin=f"hub:{cfg.path}:{cfg.config_name}:{cfg.revision}")
 
@@ -274,24 +188,12 @@ def _disk(cfg: DataConfig) -> Source:
     splits = {ours: detect_columns(groups[theirs], cfg.image_column, cfg.label_column, str(root))
               for ours, theirs in chosen.items()}
     splits = hold_out_val(splits, cfg.val_fraction, cfg.seed)
-    names = class_names_for(cfg, lambda: _id2label(str(root), None), str(root))
+    names = class_names_for(cfg.class_names, lambda: _id2label(str(root), None), str(root))
     return Source(splits, names, unlabeled_ids(names), root.name, origin=f"disk:{root.resolve()}")
 
 
-def _synthetic(cfg: DataConfig) -> Source:
-    from segkit.data.synthetic import synthetic_source
-
-    return synthetic_source(cfg)
-
-
-def _folder(cfg: DataConfig) -> Source:
-    from segkit.data.folder import folder_source
-
-    return folder_source(cfg)
-
-
-LOADERS = {"synthetic": _synthetic, "ade20k": _ade20k, "sidewalk": _sidewalk, "hub": _hub,
-           "folder": _folder, "disk": _disk}
+LOADERS = {"synthetic": synthetic_source, "ade20k": _ade20k, "sidewalk": _sidewalk, "hub": _hub,
+           "folder": folder_source, "disk": _disk}
 
 
 def load_source(cfg: DataConfig) -> Source:
@@ -305,42 +207,3 @@ def load_source(cfg: DataConfig) -> Source:
     return source
 
 
-def unlabeled_ids(names: dict[int, str]) -> list[int]:
-    """Ids whose name says "not annotated" (unlabeled, void, other, ...)."""
-    return [i for i, n in names.items() if n.strip().lower().replace("-", "").replace("_", "") in UNLABELED_NAMES]
-
-
-def class_names_for(cfg: DataConfig, fallback, where: str) -> dict[int, str]:
-    """`data.class_names` when given, else what the source ships (`fallback()`), else an error."""
-    if cfg.class_names is not None:
-        return read_class_names(cfg.class_names)
-    names = fallback()
-    if not names:
-        raise DataError(f"{where}: no class names found (no id2label.json). Set data.class_names to a "
-                        "list of names by id, or a JSON/YAML/TXT file holding them.")
-    return names
-
-
-def read_class_names(value: list[str] | str) -> dict[int, str]:
-    """Class names by id from a list, or from a JSON/YAML file (list or {id: name}) or TXT file
-    (one name per line, line number = id)."""
-    if isinstance(value, list):
-        return {i: str(n) for i, n in enumerate(value)}
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise DataError(f"data.class_names: file {path} not found. Give a list of names or a JSON/YAML/TXT file.")
-    text = path.read_text()
-    if path.suffix.lower() == ".txt":
-        loaded: object = [line.strip() for line in text.rstrip().splitlines()]
-    else:
-        import yaml  # YAML is a superset of JSON, so one parser reads both
-
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise DataError(f"data.class_names: {path} is not valid JSON/YAML: {e}") from None
-    if isinstance(loaded, list):
-        return {i: str(n) for i, n in enumerate(loaded)}
-    if isinstance(loaded, dict) and all(str(k).strip().isdigit() for k in loaded):
-        return {int(k): str(v) for k, v in loaded.items()}
-    raise DataError(f"data.class_names: {path} must hold a list of names or a mapping id -> name.")

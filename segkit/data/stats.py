@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from segkit.data.classes import Selection
 from segkit.data.decode import location, read_label, undecoded
 from segkit.data.errors import DataError
+from segkit.run_folder import write_json
 
 STATS_VERSION = 1
 """Bump when the counting changes, so old cache files are not read back."""
@@ -159,8 +160,5 @@ def cached_stats(dataset: datasets.Dataset, selection: Selection, *, origin: str
 
 
 def store_stats(path: Path, stats: ClassStats) -> None:
-    """Write through a temporary file so a crash never leaves half a cache entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(stats.to_dict()))
-    os.replace(tmp, path)
+    """Atomically: a crash never leaves half a cache entry."""
+    write_json(path, stats.to_dict(), indent=None)

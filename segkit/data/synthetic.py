@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from segkit.config import DataConfig
+from segkit.data.source import Source
 from segkit.labels import IGNORE_INDEX
 
 CLASS_NAMES = ("background", "circle", "square", "triangle", "stripe")
@@ -44,10 +45,8 @@ def make_synthetic(num_samples: int, size: int = 128, seed: int = 0, split: str 
     return datasets.Dataset.from_dict({"image": images, "annotation": labels}, features=features)
 
 
-def synthetic_source(cfg: DataConfig):
+def synthetic_source(cfg: DataConfig) -> Source:
     """train/val/test as a Source; val and test are a quarter of train each, with their own seeds."""
-    from segkit.data.sources import Source  # sources imports this module lazily too
-
     n, size, seed = cfg.synthetic_samples, cfg.synthetic_size, cfg.seed
     splits = {
         split: make_synthetic(count, size, seed, split).rename_column("annotation", "label")

@@ -1,4 +1,4 @@
-"""Model families behind one interface: `build_model` for training, `load_model` for a saved folder.
+"""Model families behind one interface: `build_model` for training, `load_model` for a saved model.
 
 Every family returns a `SegModel` whose `forward` gives `SegOutput(scores, loss)`; the rest of
 segkit reads only that (see base.py and outputs.py).
@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from segkit.config import LossConfig, ModelConfig
+from segkit.config import MODEL_FAMILIES, InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
-from segkit.models.base import ModelError, SegModel, SegOutput, family_of
+from segkit.models.base import ModelError, SegModel, SegOutput
+from segkit.models.hf import family_of
+from segkit.models.hub import resolve_model_dir
 from segkit.models.maskformer import Mask2FormerSeg, MaskFormerSeg
 from segkit.models.outputs import to_scores, upsample_scores
 from segkit.models.segformer import SegformerSeg
@@ -26,53 +27,47 @@ __all__ = ["FAMILIES", "ModelError", "SegModel", "SegOutput", "build_model", "lo
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, Callable[..., SegModel]] = {
-    "segformer": SegformerSeg,
-    "maskformer": MaskFormerSeg,
-    "mask2former": Mask2FormerSeg,
-    "vit": ViTSeg,
-}
-"""Family name -> SegModel class; each has `build(cfg, labels, loss)` and `load(path)`."""
+FAMILIES: dict[str, type[SegModel]] = {cls.family: cls for cls in (SegformerSeg, MaskFormerSeg, Mask2FormerSeg, ViTSeg)}
+"""Family name -> SegModel class; each has `build(cfg, labels, loss, spec)` and `load(path)`."""
+assert tuple(FAMILIES) == MODEL_FAMILIES, "config.MODEL_FAMILIES and the family classes disagree"
 
 
-def _family(name: str | None) -> type:
+def _family(name: str | None) -> type[SegModel]:
     if name not in FAMILIES:
         raise ModelError(f"Unknown model family '{name}'. Choose one of: {', '.join(FAMILIES)}.")
     return FAMILIES[name]
 
 
-def build_model(cfg: ModelConfig, labels: LabelSet, loss: LossConfig | None = None) -> SegModel:
+def build_model(cfg: ModelConfig, labels: LabelSet, loss: LossConfig | None = None,
+                spec: InputSpec | None = None) -> SegModel:
     """A model for `labels`: pretrained from `cfg.checkpoint`, or random weights at `cfg.size`.
 
     The head always gets one output per class of `labels`: a checkpoint trained on other classes
-    (or more, or fewer) keeps its backbone and gets a fresh classifier.
+    (or more, or fewer) keeps its backbone and gets a fresh classifier. `spec` says how images are
+    fed outside training (`augment.eval_mode`); the saved image processor follows it.
     """
     family = _family(cfg.family)
     if bool(cfg.checkpoint) == bool(cfg.size):
         raise ModelError("Set exactly one of model.checkpoint (a Hub id or folder, e.g. "
                          f"{family.default_checkpoint}) and model.size (random weights, e.g. tiny).")
-    model = family.build(cfg, labels, loss or LossConfig())
+    model = family.build(cfg, labels, loss or LossConfig(), spec or InputSpec("none"))
     _apply_switches(model, cfg)
     return model.train()
 
 
-def load_model(path: str | Path) -> SegModel:
-    """Reload a folder written by `SegModel.save_pretrained`, in eval mode; the family is read from
-    its config.json (a plain transformers folder of a known model type loads too). A run folder
-    stands for the model/ inside it."""
-    path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        path = path / "model"
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ModelError(f"{path} has no config.json. Pass a folder written by save_pretrained or "
-                         "`segkit export` (a training run's checkpoint folders hold one too).")
+def load_model(path: str | Path, revision: str | None = None, token: str | bool | None = None) -> SegModel:
+    """Reload a saved model, in eval mode: a folder written by `save_pretrained` or `segkit export`,
+    a run folder (its model/), or a Hub model id (with `revision`; the token comes from `token`,
+    HF_TOKEN or `hf auth login`). The family is read from its config.json; a plain transformers
+    folder of a known model type loads too."""
+    folder = resolve_model_dir(path, revision, token)
+    config_file = folder / "config.json"
     config = json.loads(config_file.read_text())
     name = family_of(config)
     if name is None:
-        raise ModelError(f"{config_file}: model_type '{config.get('model_type')}' is not a segkit family "
+        raise ModelError(f"{path}: model_type '{config.get('model_type')}' is not a segkit family "
                          f"({', '.join(FAMILIES)}).")
-    return _family(name).load(path).eval()
+    return _family(name).load(folder).eval()
 
 
 def _apply_switches(model: SegModel, cfg: ModelConfig) -> None:
@@ -88,4 +83,3 @@ def _apply_switches(model: SegModel, cfg: ModelConfig) -> None:
         # In place (nn.Module.compile): the object stays a SegModel and its state_dict keys keep
         # their names, so save_pretrained and load_model work unchanged.
         model.compile()
-

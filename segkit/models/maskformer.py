@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers import (DetrConfig, Mask2FormerConfig, Mask2FormerForUniversalSegmentation,
+                          Mask2FormerImageProcessorPil, MaskFormerConfig, MaskFormerForInstanceSegmentation,
+                          MaskFormerImageProcessorPil, SwinConfig)
 
-from segkit.config import LossConfig, ModelConfig
+from segkit.config import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
-from segkit.models.base import (HFSegModel, ModelError, SegOutput, enable_checkpointing,
-                                load_for_labels, load_processor, read_checkpoint_config)
+from segkit.models.base import ModelError, SegOutput
+from segkit.models.hf import HFSegModel, enable_checkpointing, load_for_labels, load_processor, read_checkpoint_config
 from segkit.models.outputs import to_scores
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ SWIN: dict[str, dict[str, Any]] = {
 
 # Sizes >= 32 run (Swin pads to its windows); multiples of 32 keep every stage whole.
 SIZE_RULES = dict(size_divisor=32, min_size=32)
+M2F_MASK_SIZE = (384, 384)
+"""Mask2FormerImageProcessor.post_process_semantic_segmentation resizes mask logits to this first."""
 
 
 def semantic_to_targets(labels: torch.Tensor, num_classes: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -71,8 +78,9 @@ class _QuerySeg(HFSegModel):
     """Shared by MaskFormer and Mask2Former; subclasses name the classes and config fields."""
 
     has_own_loss = True
-    hf_class: str
-    processor_class: str
+    classifier_name = "model.class_predictor"
+    hf_class: Any
+    processor_class: Any
     default_checkpoint: str
     loss_fields: dict[str, str]
     """LossConfig knob -> the transformers config field it sets."""
@@ -81,12 +89,16 @@ class _QuerySeg(HFSegModel):
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> SegOutput:
         pixel_values = self.check_input(pixel_values)
-        targets: dict[str, Any] = {}
-        if labels is not None:
-            mask_labels, class_labels = semantic_to_targets(labels, self.labels.num_classes)
-            targets = dict(mask_labels=mask_labels, class_labels=class_labels)
-        out = self.model(pixel_values=pixel_values, **targets)
-        return SegOutput(scores=to_scores(out), loss=out.loss if labels is not None else None)
+        if labels is None:
+            return SegOutput(scores=self.semantic_scores(self.model(pixel_values=pixel_values)))
+        mask_labels, class_labels = semantic_to_targets(labels, self.labels.num_classes)
+        out = self.model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels)
+        return SegOutput(scores=None, loss=out.loss)  # training reads only the set loss
+
+    def semantic_scores(self, out: Any) -> torch.Tensor:
+        """Per-pixel class probabilities, as the family's `post_process_semantic_segmentation`
+        computes them before resizing (so `pipeline` reproduces segkit's masks)."""
+        return to_scores(out)
 
     def backbone(self) -> nn.Module:
         return self.model.model.pixel_level_module.encoder
@@ -110,16 +122,10 @@ class _QuerySeg(HFSegModel):
             criterion.empty_weight[-1] = criterion.eos_coef
 
     @classmethod
-    def _hf(cls) -> tuple[Any, Any]:
-        import transformers
-
-        return getattr(transformers, cls.hf_class), getattr(transformers, cls.processor_class)
-
-    @classmethod
     def _processor(cls, source: str | Path | None) -> Any:
         # 255 is the ignored value everywhere in segkit; reducing labels would turn it into 254
         # and shift every class, so it is always off.
-        return load_processor(cls._hf()[1], source, do_reduce_labels=False, ignore_index=255)
+        return load_processor(cls.processor_class, source, do_reduce_labels=False, ignore_index=255)
 
     @classmethod
     def _loss_overrides(cls, loss: LossConfig) -> dict[str, float]:
@@ -135,39 +141,39 @@ class _QuerySeg(HFSegModel):
         raise NotImplementedError
 
     @classmethod
-    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig) -> "_QuerySeg":
-        hf_cls, _ = cls._hf()
+    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig, spec: InputSpec) -> "_QuerySeg":
+        hf_cls = cls.hf_class
         overrides = cls._loss_overrides(loss)
         if cfg.size:
             if cfg.size not in cls.head_sizes:
                 raise ModelError(f"model.size '{cfg.size}' is not a {cls.family} size. Choose one of: "
                                  f"{', '.join(cls.head_sizes)}.")
             model = hf_cls(cls._config(cfg.size, labels, overrides))
-            seg = cls(model, labels, cls._processor(None), **SIZE_RULES)
+            seg = cls(model, labels, cls._processor(None), spec, **SIZE_RULES)
         else:
             config_dict = read_checkpoint_config(cfg.checkpoint, cls.family, cls.default_checkpoint)
             model = load_for_labels(hf_cls, cfg.checkpoint, config_dict, labels,
                                     classifier="class_predictor", **overrides)
-            seg = cls(model, labels, cls._processor(cfg.checkpoint), **SIZE_RULES)
+            seg = cls(model, labels, cls._processor(cfg.checkpoint), spec, **SIZE_RULES)
         seg._sync_loss_weights()
         return seg
 
     @classmethod
-    def load(cls, path: Path) -> "_QuerySeg":
-        model = cls._hf()[0].from_pretrained(path)
-        return cls(model, LabelSet.from_model_config(model.config), cls._processor(path), **SIZE_RULES)
+    def load(cls, path: str | Path, **hub: Any) -> "_QuerySeg":
+        model = cls.hf_class.from_pretrained(path, **hub)
+        processor = cls._processor(path)
+        return cls(model, LabelSet.from_config(model.config), processor,
+                   cls.saved_input_spec(model.config, processor), **SIZE_RULES)
 
 
 def _swin(size: str) -> Any:
-    from transformers import SwinConfig
-
     return SwinConfig(**SWIN[size], out_features=["stage1", "stage2", "stage3", "stage4"])
 
 
 class MaskFormerSeg(_QuerySeg):
     family = "maskformer"
-    hf_class = "MaskFormerForInstanceSegmentation"
-    processor_class = "MaskFormerImageProcessorPil"
+    hf_class = MaskFormerForInstanceSegmentation
+    processor_class = MaskFormerImageProcessorPil
     default_checkpoint = "facebook/maskformer-swin-base-ade"
     loss_fields = {"no_object_weight": "no_object_weight", "class_coef": "cross_entropy_weight",
                    "mask_coef": "mask_weight", "dice_coef": "dice_weight"}
@@ -182,18 +188,16 @@ class MaskFormerSeg(_QuerySeg):
 
     @classmethod
     def _config(cls, size: str, labels: LabelSet, overrides: dict[str, float]) -> Any:
-        from transformers import DetrConfig, MaskFormerConfig
-
         head = dict(cls.head_sizes[size])
         decoder = DetrConfig(**head.pop("decoder")) if "decoder" in head else None
         return MaskFormerConfig(backbone_config=_swin(size), decoder_config=decoder, **head, **overrides,
-                                id2label=labels.id2label, label2id=labels.label2id)
+                                num_labels=labels.num_classes)
 
 
 class Mask2FormerSeg(_QuerySeg):
     family = "mask2former"
-    hf_class = "Mask2FormerForUniversalSegmentation"
-    processor_class = "Mask2FormerImageProcessorPil"
+    hf_class = Mask2FormerForUniversalSegmentation
+    processor_class = Mask2FormerImageProcessorPil
     default_checkpoint = "facebook/mask2former-swin-base-ade-semantic"
     loss_fields = {"no_object_weight": "no_object_weight", "class_coef": "class_weight",
                    "mask_coef": "mask_weight", "dice_coef": "dice_weight"}
@@ -209,7 +213,11 @@ class Mask2FormerSeg(_QuerySeg):
 
     @classmethod
     def _config(cls, size: str, labels: LabelSet, overrides: dict[str, float]) -> Any:
-        from transformers import Mask2FormerConfig
-
         return Mask2FormerConfig(backbone_config=_swin(size), **cls.head_sizes[size], **overrides,
-                                 id2label=labels.id2label, label2id=labels.label2id)
+                                 num_labels=labels.num_classes)
+
+    def semantic_scores(self, out: Any) -> torch.Tensor:
+        """As MaskFormer, except that transformers' Mask2Former post-processing first resizes the
+        mask logits to 384x384. segkit does the same, so that its masks are `pipeline`'s."""
+        masks = F.interpolate(out.masks_queries_logits, size=M2F_MASK_SIZE, mode="bilinear", align_corners=False)
+        return to_scores(SimpleNamespace(class_queries_logits=out.class_queries_logits, masks_queries_logits=masks))

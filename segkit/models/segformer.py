@@ -11,11 +11,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessorPil
 
-from segkit.config import LossConfig, ModelConfig
+from segkit.config import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
-from segkit.models.base import (HFSegModel, ModelError, SegOutput, load_for_labels, load_processor,
-                                read_checkpoint_config)
+from segkit.models.base import ModelError, SegOutput
+from segkit.models.hf import HFSegModel, load_for_labels, load_processor, read_checkpoint_config
 from segkit.models.outputs import to_scores
 
 # MiT encoders as in the SegFormer paper (Table 6) and the nvidia/mit-b* configs. All sizes share
@@ -46,8 +47,6 @@ SIZE_RULES = dict(size_divisor=32, min_size=32)
 
 
 def _processor(source: str | Path | None) -> Any:
-    from transformers import SegformerImageProcessorPil
-
     # do_reduce_labels must stay off: segkit's labels are already 0..C-1 with 255 ignored, and
     # ADE checkpoints ship with it on (it would shift every class by one).
     return load_processor(SegformerImageProcessorPil, source, do_reduce_labels=False)
@@ -57,6 +56,7 @@ class SegformerSeg(HFSegModel):
     family = "segformer"
     has_own_loss = False
     default_checkpoint = DEFAULT_CHECKPOINT
+    classifier_name = "model.decode_head.classifier"
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> SegOutput:
         pixel_values = self.check_input(pixel_values)
@@ -67,24 +67,22 @@ class SegformerSeg(HFSegModel):
         return self.model.segformer
 
     @classmethod
-    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig) -> "SegformerSeg":
-        from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
+    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig, spec: InputSpec) -> "SegformerSeg":
         if cfg.size:
             if cfg.size not in SIZES:
                 raise ModelError(f"model.size '{cfg.size}' is not a segformer size. Choose one of: "
                                  f"{', '.join(SIZES)}.")
-            config = SegformerConfig(**SIZES[cfg.size], id2label=labels.id2label, label2id=labels.label2id)
-            return cls(SegformerForSemanticSegmentation(config), labels, _processor(None), **SIZE_RULES)
+            model = SegformerForSemanticSegmentation(SegformerConfig(**SIZES[cfg.size], num_labels=labels.num_classes))
+            return cls(model, labels, _processor(None), spec, **SIZE_RULES)
         config_dict = read_checkpoint_config(cfg.checkpoint, "segformer", DEFAULT_CHECKPOINT)
         # mit-b* are encoder-only (ImageNet) checkpoints: the whole decode head starts fresh.
         model = load_for_labels(SegformerForSemanticSegmentation, cfg.checkpoint, config_dict, labels,
                                 classifier="decode_head.classifier")
-        return cls(model, labels, _processor(cfg.checkpoint), **SIZE_RULES)
+        return cls(model, labels, _processor(cfg.checkpoint), spec, **SIZE_RULES)
 
     @classmethod
-    def load(cls, path: Path) -> "SegformerSeg":
-        from transformers import SegformerForSemanticSegmentation
-
-        model = SegformerForSemanticSegmentation.from_pretrained(path)
-        return cls(model, LabelSet.from_model_config(model.config), _processor(path), **SIZE_RULES)
+    def load(cls, path: str | Path, **hub: Any) -> "SegformerSeg":
+        model = SegformerForSemanticSegmentation.from_pretrained(path, **hub)
+        processor = _processor(path)
+        return cls(model, LabelSet.from_config(model.config), processor,
+                   cls.saved_input_spec(model.config, processor), **SIZE_RULES)

@@ -14,15 +14,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, SegformerImageProcessorPil
 
-from segkit.config import LossConfig, ModelConfig
+from segkit.config import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
-from segkit.models.base import ModelError, SegModel, SegOutput, read_checkpoint_config
+from segkit.models.base import ModelError, SegModel, SegOutput
+from segkit.models.hf import read_checkpoint_config
 
 log = logging.getLogger(__name__)
 
@@ -79,33 +83,31 @@ def _encoder_kwargs(model_type: str) -> dict[str, Any]:
 
 
 def _processor(model_type: str, source: str | Path | None) -> Any:
-    from transformers import AutoImageProcessor, BitImageProcessorPil, ViTImageProcessorPil
-
-    processor = None
+    """SegFormer's Pil processor (resize, rescale, normalise; and it post-processes logits) with the
+    encoder checkpoint's mean/std: ViT checkpoints use 0.5, DINOv2 ImageNet's."""
+    mean, std = ((0.5,) * 3, (0.5,) * 3) if model_type == "vit" else (IMAGENET_MEAN, IMAGENET_STD)
     if source is not None:
         try:
-            processor = AutoImageProcessor.from_pretrained(str(source))
+            found = AutoImageProcessor.from_pretrained(str(source))
+            mean, std = tuple(found.image_mean), tuple(found.image_std)
         except OSError:
-            log.info("%s has no preprocessor_config.json; using defaults", source)
-    if processor is None:
-        processor = (ViTImageProcessorPil() if model_type == "vit" else
-                     BitImageProcessorPil(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD))
-    if hasattr(processor, "do_center_crop"):
-        processor.do_center_crop = False  # a centre crop would cut the image away from its mask
-    return processor
+            log.info("%s has no preprocessor_config.json; using the %s defaults", source, model_type)
+    return SegformerImageProcessorPil(image_mean=list(mean), image_std=list(std), do_reduce_labels=False)
 
 
 class ViTSeg(SegModel):
     family = "vit"
     has_own_loss = False
     default_checkpoint = DEFAULT_CHECKPOINT
+    classifier_name = "head.classifier"
 
     def __init__(self, encoder: nn.Module, labels: LabelSet, processor: Any, head: str = "multilevel",
-                 layers: list[int] | None = None, width: int | None = None) -> None:
+                 layers: list[int] | None = None, width: int | None = None, input_spec: InputSpec | None = None) -> None:
         c = encoder.config
         # Tokens are whole patches: a size that is not a multiple of the patch would silently drop
         # the border pixels, so it is refused instead.
-        super().__init__(labels, processor, size_divisor=c.patch_size, min_size=c.patch_size, strict_size=True)
+        super().__init__(labels, processor, size_divisor=c.patch_size, min_size=c.patch_size, strict_size=True,
+                         input_spec=input_spec)
         if head not in ("linear", "multilevel"):
             raise ModelError(f"model.head '{head}' is unknown for family vit. Choose one of: linear, multilevel.")
         self.encoder = encoder
@@ -141,20 +143,21 @@ class ViTSeg(SegModel):
         return self.encoder
 
     def save_pretrained(self, out_dir: str | Path) -> None:
-        from safetensors.torch import save_file
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        labels = SimpleNamespace()
+        self.labels.write_to(labels)
         config = {
             "model_type": "segkit-vit",
             "architectures": ["segkit.models.vit.ViTSeg"],
             "segkit_family": self.family,
+            "segkit_input": self.input_spec.to_dict(),
             "head": self.head_kind,
             "layers": self.layers,
             "head_width": self.width,
-            "id2label": {str(i): n for i, n in self.labels.id2label.items()},
-            "label2id": self.labels.label2id,
-            "segkit_labels": self.labels.to_dict(),
+            "id2label": {str(i): n for i, n in labels.id2label.items()},
+            "label2id": labels.label2id,
+            "segkit_labels": labels.segkit_labels,
             "encoder": self.encoder.config.to_dict(),
         }
         (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -163,18 +166,16 @@ class ViTSeg(SegModel):
         self._processor.save_pretrained(out)
 
     @classmethod
-    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig) -> "ViTSeg":
-        from transformers import AutoConfig, AutoModel
-
+    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig, spec: InputSpec) -> "ViTSeg":
         if cfg.size:
             if cfg.size not in ENCODERS:
                 raise ModelError(f"model.size '{cfg.size}' is not a vit size. Choose one of: {', '.join(ENCODERS)}.")
             model_type, settings = ENCODERS[cfg.size]
             encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **settings), **_encoder_kwargs(model_type))
-            return cls(encoder, labels, _processor(model_type, None), head=cfg.head)
+            return cls(encoder, labels, _processor(model_type, None), head=cfg.head, input_spec=spec)
         config_dict = read_checkpoint_config(cfg.checkpoint, "vit", DEFAULT_CHECKPOINT)
         if config_dict.get("model_type") == "segkit-vit":
-            return cls._from_segkit_folder(Path(cfg.checkpoint), cfg, labels)
+            return cls._from_segkit_folder(Path(cfg.checkpoint), cfg, labels, spec)
         model_type = config_dict["model_type"]
         encoder, info = AutoModel.from_pretrained(cfg.checkpoint, output_loading_info=True,
                                                   **_encoder_kwargs(model_type))
@@ -182,15 +183,15 @@ class ViTSeg(SegModel):
             log.info("%s: encoder weights not in the checkpoint (initialised fresh): %s",
                      cfg.checkpoint, sorted(info["missing_keys"]))
         log.info("%s: new %s head for %d classes", cfg.checkpoint, cfg.head, labels.num_classes)
-        return cls(encoder, labels, _processor(model_type, cfg.checkpoint), head=cfg.head)
+        return cls(encoder, labels, _processor(model_type, cfg.checkpoint), head=cfg.head, input_spec=spec)
 
     @classmethod
-    def _from_segkit_folder(cls, path: Path, cfg: ModelConfig, labels: LabelSet) -> "ViTSeg":
+    def _from_segkit_folder(cls, path: Path, cfg: ModelConfig, labels: LabelSet, spec: InputSpec) -> "ViTSeg":
         """Fine-tune a segkit ViT again: keep its head only for the same classes and head type."""
         saved = cls.load(path)
         keep = list(saved.labels.names) == list(labels.names) and saved.head_kind == cfg.head
         model = cls(saved.encoder, labels, saved._processor, head=cfg.head,
-                    layers=saved.layers if keep else None, width=saved.width if keep else None)
+                    layers=saved.layers if keep else None, width=saved.width if keep else None, input_spec=spec)
         if keep:
             model.head.load_state_dict(saved.head.state_dict())
         else:
@@ -198,15 +199,13 @@ class ViTSeg(SegModel):
         return model
 
     @classmethod
-    def load(cls, path: Path) -> "ViTSeg":
-        from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModel
-
+    def load(cls, path: str | Path, **hub: Any) -> "ViTSeg":
         config = json.loads((Path(path) / "config.json").read_text())
         enc = dict(config["encoder"])
         model_type = enc.pop("model_type")
         encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **enc), **_encoder_kwargs(model_type))
-        model = cls(encoder, LabelSet.from_dict(config["segkit_labels"]), _processor(model_type, path),
-                    head=config["head"], layers=config["layers"], width=config["head_width"])
+        model = cls(encoder, LabelSet.from_config(config), _processor(model_type, path),
+                    head=config["head"], layers=config["layers"], width=config["head_width"],
+                    input_spec=InputSpec.from_dict(config.get("segkit_input") or {}))
         model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
         return model

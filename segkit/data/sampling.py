@@ -1,13 +1,15 @@
-"""Show rare classes more often: a weighted image sampler and a crop that avoids one-class crops.
+"""Which training images a step sees, in which order, with which augmentation: a function of
+(seed, epoch, index) only.
 
-Two tools that act on the data instead of the loss (see `segkit.losses` for that side):
+That makes a resumed run bit-identical to an uninterrupted one whatever the number of DataLoader
+workers: a worker's RNG never decides which crop a sample gets, and the order of epoch e is the same
+every time it is drawn. Every draw here seeds itself with `mix_seed`.
 
+- `EpochShuffle`: a fresh permutation per epoch (`train.sampler: uniform`).
 - `image_weights` + `RareClassSampler` (`train.sampler: rare`): draw images that contain rare
   classes more often. Use when a class appears in only a few images, so that uniform epochs show it
   too rarely for the model to learn it, whatever the loss.
-- `CatMaxRatioCrop` (`augment.cat_max_ratio`, e.g. 0.75): retry a random crop until no class fills
-  more than that share of it. Use when crops are small against the image and most land on
-  background (road, sky, wall) alone.
+- `EpochSeededItems`: reseeds the augmentation of every item.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from typing import Any, Iterator, Literal, Protocol
 
 import numpy as np
 import torch
-from albumentations.augmentations.crops.transforms import BaseCrop
+from torch.utils.data import Dataset, Sampler
 
-from segkit.labels import IGNORE_INDEX
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers; SeedSequence mixes them so that nearby tuples
+    ((seed, epoch) and (seed, epoch + 1), ...) give unrelated streams."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class ClassCounts(Protocol):
@@ -28,9 +34,6 @@ class ClassCounts(Protocol):
     image_counts: np.ndarray  # (C,) train images that contain each class
     num_images: int
     presence: np.ndarray  # (N, C) bool: classes that each train sample contains
-
-
-# ----------------------------------------------------------------------------- sampling
 
 
 def image_weights(
@@ -78,9 +81,21 @@ def image_weights(
     return weights / weights.sum()
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """One 63-bit seed from (seed, epoch); SeedSequence mixes them so nearby pairs don't collide."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation per epoch, drawn from its own generator seeded with (seed, epoch)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class RareClassSampler(torch.utils.data.Sampler[int]):
@@ -109,7 +124,7 @@ class RareClassSampler(torch.utils.data.Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         draws = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
         return iter(draws.tolist())
 
@@ -117,82 +132,22 @@ class RareClassSampler(torch.utils.data.Sampler[int]):
         return self.num_samples
 
 
-# ----------------------------------------------------------------------------- cropping
+class EpochSeededItems(Dataset):
+    """Reseeds the wrapped dataset's augmentation for every item from (seed, epoch, index).
 
-
-class CatMaxRatioCrop(BaseCrop):
-    """Random crop of (height, width), retried until no class covers more than `cat_max_ratio` of it.
-
-    The share counts labelled pixels only (`ignore_index` is left out), and a crop with no labelled
-    pixel is retried too. After `max_tries` crops that all fail, the last one is used. With
-    `cat_max_ratio=1` (or no mask in the call) it is a plain random crop. Positions come from the
-    transform's own RNG, so `A.Compose(..., seed=N)` repeats them.
-
-    The image must be at least the crop size: pad first (`A.PadIfNeeded(..., fill_mask=255)`, as
-    255 is ignored by the loss and the metric). When to use: `augment.cat_max_ratio: 0.75` when
-    training crops are small against the images and many of them hold background only.
+    Also fixes albumentations' worker problem: with one fixed seed, every DataLoader worker would
+    otherwise repeat the same crops.
     """
 
-    def __init__(
-        self,
-        height: int,
-        width: int,
-        cat_max_ratio: float = 0.75,
-        ignore_index: int = IGNORE_INDEX,
-        max_tries: int = 10,
-        p: float = 1.0,
-    ):
-        super().__init__(p=p)
-        if height < 1 or width < 1:
-            raise ValueError(f"CatMaxRatioCrop: crop size must be >= 1; got {height}x{width}")
-        if not 0 < cat_max_ratio <= 1:
-            raise ValueError(f"augment.cat_max_ratio: a share in (0, 1]; got {cat_max_ratio}")
-        if max_tries < 1:
-            raise ValueError(f"CatMaxRatioCrop: max_tries must be >= 1; got {max_tries}")
-        self.height = height
-        self.width = width
-        self.cat_max_ratio = cat_max_ratio
-        self.ignore_index = ignore_index
-        self.max_tries = max_tries
+    def __init__(self, dataset: Any, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        image_height, image_width = params["shape"][:2]
-        if image_height < self.height or image_width < self.width:
-            raise ValueError(
-                f"CatMaxRatioCrop: crop {self.height}x{self.width} is larger than the image "
-                f"{image_height}x{image_width}. Pad first: A.PadIfNeeded({self.height}, {self.width}, "
-                f"fill_mask={self.ignore_index})."
-            )
-        labels = _label_plane(data.get("mask"))
-        tries = self.max_tries if labels is not None and self.cat_max_ratio < 1 else 1
-        for _ in range(tries):
-            y = self.py_random.randint(0, image_height - self.height)
-            x = self.py_random.randint(0, image_width - self.width)
-            if tries == 1 or self._balanced(labels[y : y + self.height, x : x + self.width]):
-                break
-        return {"crop_coords": (x, y, x + self.width, y + self.height)}
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch  # read by workers: they get a fresh copy of this object each epoch
 
-    def _balanced(self, crop: np.ndarray) -> bool:
-        counts = np.bincount(crop.ravel())
-        if self.ignore_index < counts.size:
-            counts[self.ignore_index] = 0
-        total = counts.sum()
-        return bool(total > 0 and counts.max() <= self.cat_max_ratio * total)
+    def __len__(self) -> int:
+        return len(self.dataset)
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("height", "width", "cat_max_ratio", "ignore_index", "max_tries")
-
-
-def _label_plane(mask: np.ndarray | None) -> np.ndarray | None:
-    """The (H, W) label map of a mask given as (H, W) or (H, W, 1), as non-negative integers."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    if not np.issubdtype(mask.dtype, np.integer):
-        mask = mask.astype(np.int64)
-    return mask
-
-
-__all__ = ["CatMaxRatioCrop", "RareClassSampler", "image_weights"]
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        self.dataset.reseed(mix_seed(self.seed, self.epoch, index) % 2**31)
+        return self.dataset[index]

@@ -1,0 +1,97 @@
+"""From pixels to class scores at label size: the one path that evaluation, overlays, `segkit
+predict` and the exported image processor share.
+
+A model is fed outside training the way its `InputSpec` says (`augment.eval_mode`):
+
+- `resize`: the image is resized to `eval_size`; the scores are resized back to the label.
+- `none`: the image goes in at its own size; the scores are resized to it.
+- `pad`: as `none`, but padded bottom/right to a multiple of 32 first, and the scores cropped back
+  to the image. Patch models (ViT) are padded to their patch this way whenever a side is off it.
+
+The first two are exactly what the model's saved image processor and transformers'
+`post_process_semantic_segmentation` do, so `pipeline("image-segmentation")` gives the masks that
+produced the reported metrics. Padding cannot be written into an image processor: `segkit
+predict` reproduces it, `pipeline` feeds such images unpadded.
+
+Images of one batch run together only when their inputs have the same shape: padding them to a
+common size would change what the model sees, and the scores with it.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from segkit.data.augment import EvalTransform
+from segkit.models.outputs import upsample_scores
+
+
+def eval_transform(model: Any) -> EvalTransform:
+    """The model's own evaluation transform: its saved image processor, plus `pad` mode."""
+    return EvalTransform(model.image_processor(), pad=model.input_spec.mode == "pad")
+
+
+def batch_scores(model: Any, pixels: torch.Tensor, out_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Scores (C, H, W) for each image of one same-shaped batch (B, 3, h, w), at its `out_sizes`.
+
+    A resized input maps as a whole onto its output. Any other input holds the image at its own
+    size in its top-left corner (after `pad` mode's padding), so the scores are brought to the input
+    size and cropped to the image.
+    """
+    h, w = pixels.shape[-2:]
+    if model.strict_size:
+        d = model.size_divisor  # bottom/right only: the image keeps the top-left corner cropped below
+        pixels = F.pad(pixels, (0, (-w) % d, 0, (-h) % d))
+    scores = model(pixels).scores
+    if model.input_spec.mode == "resize":
+        return [upsample_scores(scores[i : i + 1], tuple(size))[0] for i, size in enumerate(out_sizes)]
+    out = []
+    for i, (oh, ow) in enumerate(out_sizes):
+        one = scores[i : i + 1]
+        if (oh, ow) != tuple(pixels.shape[-2:]):  # padded: scores at input size, then the image's corner
+            one = upsample_scores(one, tuple(pixels.shape[-2:]))[..., :oh, :ow]
+        out.append(upsample_scores(one, (oh, ow))[0])
+    return out
+
+
+def group_by_shape(inputs: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of same-shaped inputs, grouped, in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(inputs):
+        groups.setdefault(tuple(x.shape), []).append(i)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def scores_for(model: Any, inputs: Sequence[torch.Tensor], out_sizes: Sequence[tuple[int, int]],
+               device: torch.device | str | None = None,
+               autocast: Callable[[], ContextManager] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, float scores (C, H, W)) for each transformed input (`eval_transform`), at its
+    `out_sizes` (the label's, which is the original image's). Same-shaped inputs run as one batch,
+    so results come group by group; the index says whose they are.
+
+    `autocast` makes a mixed-precision context (accelerate's `autocast`, or torch.autocast).
+    """
+    device = device or next(model.parameters()).device
+    for group in group_by_shape(inputs):
+        pixels = torch.stack([inputs[i] for i in group]).to(device)
+        with autocast() if autocast is not None else nullcontext():
+            scores = batch_scores(model, pixels, [tuple(out_sizes[i]) for i in group])
+        for i, s in zip(group, scores):
+            yield i, s.float()
+
+
+def predict_masks(model: Any, images: Sequence[Image.Image], device: torch.device | str | None = None) -> list[np.ndarray]:
+    """(H, W) uint8 class-id masks for PIL images, each at its own size: the argmax of
+    `scores_for`, as evaluation computes it."""
+    transform = eval_transform(model)
+    inputs = [transform(im) for im in images]
+    masks: list[np.ndarray] = [np.empty(0)] * len(images)
+    for i, scores in scores_for(model, inputs, [(im.height, im.width) for im in images], device):
+        masks[i] = scores.argmax(0).to(torch.uint8).cpu().numpy()
+    return masks

@@ -1,0 +1,64 @@
+"""Where training runs: the accelerate `Accelerator` (devices, processes, precision, trackers), and
+Ctrl-C / SIGTERM turned into a clean stop.
+
+The same code runs as plain `python` on CPU or one GPU, and unchanged under `accelerate launch`
+on several GPUs or nodes; segkit has no distributed layer of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+
+from segkit.config import TrainConfig
+from segkit.run_folder import RunFolder
+
+
+def resolve_precision(choice: str, on_cpu: bool) -> str:
+    """`auto`: bf16 on GPUs that support it, fp16 on older GPUs, none on CPU."""
+    if choice == "fp16" and on_cpu:
+        raise ValueError("train.mixed_precision: fp16 needs a GPU (accelerate ignores it on CPU). Use bf16 or no.")
+    if choice != "auto":
+        return choice
+    if on_cpu:
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_accelerator(cfg: TrainConfig, run: RunFolder, find_unused: bool) -> Accelerator:
+    if cfg.tracker != "none" and importlib.util.find_spec(cfg.tracker) is None:
+        raise ValueError(f"train.tracker: {cfg.tracker} is not installed. `pip install {cfg.tracker}`, "
+                         "or set train.tracker to tensorboard or none.")
+    on_cpu = not torch.cuda.is_available()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused else []
+    return Accelerator(
+        cpu=on_cpu,  # without it, `accelerate launch --multi_gpu` on CPU starts independent processes
+        mixed_precision=resolve_precision(cfg.mixed_precision, on_cpu),
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=None if cfg.tracker == "none" else cfg.tracker,
+        project_dir=str(run.root),
+        step_scheduler_with_optimizer=False,  # we step it once per optimizer step, on every process count
+        kwargs_handlers=handlers,
+    )
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each optimizer step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:  # a second Ctrl-C means "now"
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\nsegkit: got {signal.Signals(signum).name}; saving a checkpoint after this step...", flush=True)
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)

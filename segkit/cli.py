@@ -35,6 +35,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"  segkit train {args.recipe} --output-dir {out} --resume")
         return 130
     print(f"Run folder: {out}  (model/, metrics.json, per_class.md, confusion.png, overlays/)")
+    if args.push_to_hub:
+        from segkit.hub import push
+
+        print(f"Pushed: {push(out, args.push_to_hub, private=_visibility(args), overlays=args.overlays)}")
     return 0
 
 
@@ -43,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from segkit.evaluation import evaluate_saved
 
     recipe_path = args.data or _run_recipe(args.model)
-    evaluate_saved(args.model, load_recipe(recipe_path, args.set), args.split, args.output)
+    evaluate_saved(args.model, load_recipe(recipe_path, args.set), args.split, args.output, revision=args.revision)
     return 0
 
 
@@ -73,15 +77,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from segkit.hub import export
 
-    print(f"Exported to {export(args.run, args.output)}")
+    print(f"Exported to {export(args.run, args.output, overlays=args.overlays is not False)}")
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     from segkit.hub import push
 
-    print(f"Pushed: {push(args.run, args.repo_id, private=args.private)}")
+    print(f"Pushed: {push(args.run, args.repo_id, private=_visibility(args), overlays=args.overlays)}")
     return 0
+
+
+def _visibility(args: argparse.Namespace) -> bool | None:
+    """--private, --public, or neither: then the Hub's default (an organisation's may be private)."""
+    return True if args.private else False if args.public else None
+
+
+def _hub_flags(parser: argparse.ArgumentParser) -> None:
+    vis = parser.add_mutually_exclusive_group()
+    vis.add_argument("--private", action="store_true", help="create the repo private")
+    vis.add_argument("--public", action="store_true", help="create the repo public (default: the Hub's default)")
+    pics = parser.add_mutually_exclusive_group()
+    pics.add_argument("--with-overlays", dest="overlays", action="store_const", const=True, default=None,
+                      help="ship overlay pictures even of gated or non-commercial data")
+    pics.add_argument("--no-overlays", dest="overlays", action="store_const", const=False,
+                      help="ship no overlay pictures")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,12 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", help="run folder (default runs/NAME)")
     t.add_argument("--resume", nargs="?", const="latest", help="continue the run (latest checkpoint, or a PATH)")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
+    t.add_argument("--push-to-hub", metavar="REPO_ID", help="push the best model to this Hub repo at the end")
+    _hub_flags(t)
 
     i = with_recipe("inspect", "audit the labels a recipe produces", cmd_inspect)
     i.add_argument("--output", help="folder for samples.png (default runs/NAME-inspect)")
 
     e = sub.add_parser("evaluate", help="score a saved model on a split")
-    e.add_argument("model", help="run folder or model folder")
+    e.add_argument("model", help="run folder, model folder or Hub model id")
+    e.add_argument("--revision", help="Hub revision (branch, tag or commit) of a model id")
     e.add_argument("--data", help="recipe whose data to score on (default: the run's recipe.yaml)")
     e.add_argument("--split", default="test")
     e.add_argument("--output", help="report folder (default RUN/eval-SPLIT)")
@@ -122,12 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write the model folder with a model card")
     ex.add_argument("run", help="run folder")
     ex.add_argument("--output", help="export folder (default RUN/export)")
+    ex.add_argument("--no-overlays", dest="overlays", action="store_const", const=False, default=None,
+                    help="leave the overlay pictures out")
     ex.set_defaults(fn=cmd_export)
 
     pu = sub.add_parser("push", help="upload the exported model to the Hugging Face Hub")
     pu.add_argument("run", help="run folder")
     pu.add_argument("repo_id", help="e.g. your-name/segformer-camvid")
-    pu.add_argument("--private", action="store_true")
+    _hub_flags(pu)
     pu.set_defaults(fn=cmd_push)
     return p
 

@@ -47,7 +47,10 @@ class DataConfig:
     revision: str | None = None
     """Hub revision (branch, tag or commit). The `ade20k` preset uses `refs/convert/parquet`."""
     config_name: str | None = None
-    """Hub dataset config name, e.g. `scene_parsing` for ADE20K."""
+    """Hub dataset config name, for repos whose card declares configs."""
+    data_dir: str | None = None
+    """Sub-folder of the repo holding the data files: a config's folder on a parquet branch
+    (`scene_parsing` for the `ade20k` preset, which sets it)."""
     image_column: str | None = None
     """Column holding the image. None detects it (`image`, `pixel_values`, ...)."""
     label_column: str | None = None
@@ -73,6 +76,9 @@ class DataConfig:
     """`synthetic` format: side length of generated images in pixels."""
     seed: int = 0
     """Seed for the train/val split and for sample caps."""
+    license: str | None = None
+    """Licence of the data, e.g. `cc-by-nc-4.0`. Pictures of non-commercial or gated data stay out
+    of a public `segkit push` unless asked for."""
 
 
 @dataclass
@@ -164,6 +170,8 @@ class ModelConfig:
     """Wrap the model in torch.compile."""
     channels_last: bool = False
     """Use channels-last memory format (helps convolutional decoders on GPU)."""
+    license: str | None = None
+    """Licence of the trained model for its card; None takes the base checkpoint's."""
 
 
 @dataclass

@@ -1,8 +1,12 @@
 """Export a run as a Hub-ready folder with a model card, and push it.
 
 The export holds the model in the Hugging Face layout (config with id2label, safetensors, the
-image processor), a README.md model card filled from the run (classes, per-class IoU, training
-recipe, data), and the run's pictures. `push` uploads exactly that folder.
+image processor set to feed images as evaluated), a README.md model card (card.py), the run's
+report and a few overlays. `push` uploads exactly that folder.
+
+Export writes into a temporary folder and swaps it into place; it replaces only a folder that an
+earlier export wrote (it leaves a marker file), never anything else. Pictures of gated or
+non-commercial data stay out of a push that may be public unless asked for.
 """
 
 from __future__ import annotations
@@ -10,20 +14,23 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
-import yaml
-from huggingface_hub import HfApi
-from huggingface_hub.utils import HfHubHTTPError
+from huggingface_hub import HfApi, ModelCard
 
+from segkit.card import model_card
 from segkit.config import Recipe, load_recipe
-from segkit.data.sources import PRESET_REPOS
+from segkit.data.sources import GATED_DATASETS, PRESET_REPOS
+from segkit.hub_errors import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
-from segkit.run_folder import Report, RunFolder, write_text
+from segkit.run_folder import Report, RunFolder, replace_dir, temp_dir_for, write_text
+
+EXPORT_MARKER = ".segkit-export"
+"""Written into every export folder: only a folder holding it may be replaced by a new export."""
+OVERLAYS_SHIPPED = 4
 
 
 class ExportError(ValueError):
-    """A run that cannot be exported as asked; the message names what is missing."""
+    """A run that cannot be exported or pushed as asked; the message says what to do."""
 
 
 def _load_run(run: RunFolder) -> tuple[Recipe, dict]:
@@ -35,75 +42,91 @@ def _load_run(run: RunFolder) -> tuple[Recipe, dict]:
     return load_recipe(run.recipe), metrics
 
 
-def _fmt(v: Any) -> str:
-    return "absent" if v is None else f"{v:.4f}"
+def restricted_data(recipe: Recipe) -> str | None:
+    """Why pictures of this recipe's data should not be published, or None."""
+    repo = recipe.data.path or PRESET_REPOS.get(recipe.data.format)
+    if repo in GATED_DATASETS:
+        return f"{repo} is gated"
+    licence = (recipe.data.license or "").lower()
+    if "-nc" in licence or "noncommercial" in licence or "non-commercial" in licence or "research" in licence:
+        return f"its data licence is {recipe.data.license}"
+    return None
 
 
-def model_card(recipe: Recipe, metrics: dict, labels: LabelSet, repo_id: str | None = None) -> str:
-    """A model card in the Hub's format: YAML front matter, then what the model does and how well."""
-    model, data = recipe.model, recipe.data
-    base = model.checkpoint
-    dataset = data.path or PRESET_REPOS.get(data.format)
-    front = {"library_name": "transformers", "pipeline_tag": "image-segmentation",
-             "tags": ["segkit", "semantic-segmentation", model.family]}
-    if base:
-        front["base_model"] = base
-    if dataset and "/" in str(dataset) and not Path(str(dataset)).exists():
-        front["datasets"] = [dataset]
-    split = metrics.get("split", "val")
-    rows = ["| class | IoU | accuracy |", "|---|---|---|"]
-    for name in labels.names:
-        c = metrics.get("per_class", {}).get(name, {})
-        rows.append(f"| {name} | {_fmt(c.get('iou'))} | {_fmt(c.get('acc'))} |")
-    strict, fg = metrics.get("strict", {}), metrics.get("foreground", {})
-    usage_id = repo_id or "PATH/TO/model"
-    return "\n".join([
-        "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# {recipe.name}", "",
-        f"Semantic segmentation of {', '.join(labels.names)}, fine-tuned with segkit "
-        f"({model.family} family{', from ' + base if base else ', trained from scratch'}).", "",
-        f"## Results on {split}", "",
-        f"mIoU {_fmt(strict.get('mIoU'))} over all classes; {_fmt(fg.get('mIoU'))} over the foreground classes "
-        "(background ignored), which is how subsets are usually reported.", "",
-        *rows, "", "![confusion matrix](confusion.png)", "",
-        "## Use", "", "```python",
-        "from segkit.models import load_model",
-        f"model = load_model(\"{usage_id}\")  # or: segkit predict {usage_id} IMAGES/", "```", "",
-        "## Training recipe", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```", "",
-    ])
+def base_license(recipe: Recipe) -> str | None:
+    """The recipe's `model.license`, else the base checkpoint's card licence when it can be read."""
+    if recipe.model.license:
+        return recipe.model.license
+    base = recipe.model.checkpoint
+    if not base:
+        return None
+    local = Path(base).expanduser() / "README.md"
+    try:
+        card = ModelCard.load(local) if local.is_file() else ModelCard.load(base)
+    except (*NETWORK_ERRORS, ValueError):
+        return None
+    return card.data.license
 
 
-def export(run_dir: str | Path, output: str | Path | None = None, repo_id: str | None = None) -> Path:
-    """Copy the model, write the card, add the run's report and a few overlays."""
+def _check_target(out: Path, run: RunFolder) -> None:
+    """Refuse a folder that an export did not write: export replaces its target."""
+    resolved = out.resolve()
+    if resolved == Path.cwd().resolve() or resolved in run.root.resolve().parents or resolved == run.root.resolve():
+        raise ExportError(f"--output {out}: that folder holds the run or the working directory. Name a new folder.")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_MARKER).is_file())):
+        raise ExportError(f"--output {out} exists and was not written by `segkit export`; refusing to replace it. "
+                          "Name a new or empty folder.")
+
+
+def export(run_dir: str | Path, output: str | Path | None = None, repo_id: str | None = None,
+           overlays: bool = True) -> Path:
+    """Copy the model, write the card, add the run's report and (unless `overlays` is False) a few
+    overlays; the folder appears complete or not at all."""
     run = RunFolder(run_dir)
     recipe, metrics = _load_run(run)
     out = Path(output) if output else run.export
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(run.model, out)
-    labels = LabelSet.from_config(json.loads((out / "config.json").read_text()))
-    write_text(out / "README.md", model_card(recipe, metrics, labels, repo_id))
+    _check_target(out, run)
+    config = json.loads((run.model / "config.json").read_text())
+    tmp = temp_dir_for(out)
+    for f in run.model.iterdir():
+        shutil.copy2(f, tmp / f.name)
     for path in (run.metrics, run.per_class, run.confusion):
         if path.is_file():
-            shutil.copy2(path, out / path.name)
-    overlays = sorted(run.overlays.glob("*.png"))[:4]
-    if overlays:
-        Report(out).overlays.mkdir()
-        for p in overlays:
-            shutil.copy2(p, Report(out).overlays / p.name)
+            shutil.copy2(path, tmp / path.name)
+    shipped = sorted(run.overlays.glob("*.png"))[:OVERLAYS_SHIPPED] if overlays else []
+    if shipped:
+        Report(tmp).overlays.mkdir()
+        for p in shipped:
+            shutil.copy2(p, Report(tmp).overlays / p.name)
+    pictures = [f"{Report(tmp).overlays.name}/{p.name}" for p in shipped]
+    card = model_card(recipe, metrics, LabelSet.from_config(config), config, repo_id, base_license(recipe), pictures)
+    write_text(tmp / "README.md", card)
+    (tmp / EXPORT_MARKER).write_text("Written by segkit export; a new export replaces this folder.\n")
+    replace_dir(tmp, out)
     return out
 
 
-def push(run_dir: str | Path, repo_id: str, private: bool = False) -> str:
-    """Export, then upload the folder to `repo_id` (needs `huggingface-cli login` or HF_TOKEN)."""
-    out = export(run_dir, repo_id=repo_id)
-    api = HfApi()
+def push(run_dir: str | Path, repo_id: str, private: bool | None = None, overlays: bool | None = None,
+         token: str | None = None) -> str:
+    """Export, then upload to `repo_id` (needs `hf auth login` or HF_TOKEN). `private=None` leaves
+    the visibility to the Hub (an organisation may make new repos private). `overlays=None` ships
+    them unless the data is gated or non-commercial and the repo may be public."""
+    run = RunFolder(run_dir)
+    recipe, _ = _load_run(run)
+    reason = restricted_data(recipe)
+    if overlays is None:
+        overlays = private is True or reason is None
+        if not overlays:
+            print(f"Overlay pictures left out of the push: {reason}. Pass --with-overlays to include them.")
+    out = export(run.root, run.export, repo_id=repo_id, overlays=overlays)
+    api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(out), commit_message="Upload segkit model")
-    except (HfHubHTTPError, OSError) as e:
-        raise ExportError(
-            f"Could not push to {repo_id}: {e}. Log in with `hf auth login` (or set HF_TOKEN), check the "
-            f"network, and that you may write to {repo_id}. The export is ready in {out}."
-        ) from None
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(out), commit_message="Upload segkit model",
+                                   ignore_patterns=[EXPORT_MARKER])
+    except NETWORK_ERRORS as e:
+        why = explain(e, repo_id, "model") or f"{type(e).__name__}: {e}"
+        raise ExportError(f"Could not push to {repo_id}: {why}\nCheck the network, that you are logged in "
+                          f"(`hf auth login` or HF_TOKEN) and may write to {repo_id}. The export is ready in {out}; "
+                          "run `segkit push` again to retry.") from None
     return getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"

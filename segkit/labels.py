@@ -52,6 +52,12 @@ class LabelSet:
     """RGB colour per class, same order as `names`. Empty means `default_palette`."""
     ignore_index: int = IGNORE_INDEX
     """Label value that is never scored. Always 255 in segkit; stored so configs are explicit."""
+    sources: tuple[tuple[str, ...], ...] = ()
+    """Per class, the source dataset's class names merged into it (background: every class not
+    chosen), as the class selection resolved them. Empty when unknown. Model cards show it; head
+    initialisation matches checkpoint classes by it."""
+    ignored_sources: tuple[str, ...] = ()
+    """Source class names whose pixels became 255."""
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.names)
@@ -70,6 +76,11 @@ class LabelSet:
         if len(palette) != len(names):
             raise ValueError(f"palette has {len(palette)} colours for {len(names)} classes")
         object.__setattr__(self, "palette", palette)
+        sources = tuple(tuple(str(n) for n in group) for group in self.sources)
+        if sources and len(sources) != len(names):
+            raise ValueError(f"sources has {len(sources)} groups for {len(names)} classes")
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "ignored_sources", tuple(str(n) for n in self.ignored_sources))
 
     @property
     def num_classes(self) -> int:
@@ -94,6 +105,8 @@ class LabelSet:
             "background": self.background,
             "palette": [list(c) for c in self.palette],
             "ignore_index": self.ignore_index,
+            "sources": [list(group) for group in self.sources],
+            "ignored_sources": list(self.ignored_sources),
         }
 
     @classmethod
@@ -103,6 +116,8 @@ class LabelSet:
             background=d.get("background"),
             palette=tuple(tuple(c) for c in d.get("palette") or ()),
             ignore_index=d.get("ignore_index", IGNORE_INDEX),
+            sources=tuple(tuple(g) for g in d.get("sources") or ()),
+            ignored_sources=tuple(d.get("ignored_sources") or ()),
         )
 
     def write_to(self, config: Any) -> None:

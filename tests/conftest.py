@@ -36,3 +36,31 @@ def finished_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("run")
     assert cli(["train", str(write_recipe(tmp)), "--output-dir", str(tmp / "out")]) == 0
     return tmp / "out"
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """The Hub at the HTTP layer (tests/hub_replica.py), with fresh caches and offline mode off for
+    this test only: huggingface_hub and datasets read their settings once, at import."""
+    import datasets
+    import huggingface_hub.constants as hub_constants
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import httpx as httpx2
+    from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
+
+    from tests.hub_replica import FakeHub
+
+    hub = FakeHub()
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    monkeypatch.setattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub.handle), follow_redirects=True,
+                                             event_hooks={"request": [hf_request_event_hook]}, timeout=None))
+    try:
+        yield hub
+    finally:
+        set_client_factory(default_client_factory)

@@ -218,7 +218,11 @@ def test_vit_builds_from_a_plain_encoder_checkpoint(tmp_path: Path) -> None:
     encoder.save_pretrained(tmp_path)
     model = build_model(ModelConfig(family="vit", checkpoint=str(tmp_path), head="multilevel"), LABELS)
     assert model.size_divisor == 14 and model.encoder.config._attn_implementation == "sdpa"
-    assert model(torch.randn(1, 3, 70, 84)).scores.shape == (1, 3, 10, 12)  # 2x the 5x6 token grid
+    loaded = model.encoder.state_dict()
+    assert set(encoder.state_dict()) == set(loaded)
+    assert all(torch.equal(v, loaded[k]) for k, v in encoder.state_dict().items())  # reached UperNet unchanged
+    # UperNet returns its logits at the input size, as pipeline() post-processes them
+    assert model(torch.randn(1, 3, 70, 84)).scores.shape == (1, 3, 70, 84)
     with pytest.raises(ModelError, match="DINOv2 uses 14-px patches.*224, 238, 252"):
         model(torch.randn(1, 3, 64, 64))
 
@@ -239,3 +243,20 @@ def test_model_recipes_load(name: str) -> None:
     if recipe.model.family == "vit":
         crop = recipe.augment.crop_size
         assert all(side % 14 == 0 for side in (crop if isinstance(crop, list) else [crop]))
+
+
+def test_vit_checkpoint_becomes_a_dinov2_backbone_with_the_same_features(tmp_path: Path) -> None:
+    """transformers has no ViT backbone: a google/vit-* encoder is mapped onto Dinov2Backbone (layer
+    scale 1), and UperNet's last feature map is ViT's last hidden state, token for token."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                             patch_size=16, image_size=64), add_pooling_layer=False).eval()
+    vit.save_pretrained(tmp_path)
+    model = build_model(ModelConfig(family="vit", checkpoint=str(tmp_path), head="multilevel"), LABELS).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        tokens = vit(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+        last = model.encoder(x).feature_maps[-1].flatten(2).transpose(1, 2)
+    torch.testing.assert_close(last, tokens, rtol=1e-5, atol=1e-5)

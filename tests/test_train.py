@@ -34,7 +34,7 @@ TINY = {
 def write_recipe(tmp_path: Path, **sections) -> Path:
     values = json.loads(json.dumps(TINY))
     for section, changes in sections.items():
-        values[section].update(changes)
+        values.setdefault(section, {}).update(changes)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(values))
     return path

@@ -198,18 +198,21 @@ def select_classes(source: Source, cfg: ClassesConfig) -> Selection:
     others = [i for i in sorted(source.class_names) if i not in ignored and i not in chosen]
     background = cfg.others == "background" and bool(others or merged_into_bg)
     class_names = ([cfg.background_name] if background else []) + [name for name, _ in groups]
+    source_ids = {cfg.background_name: others + merged_into_bg} if background else {}
+    source_ids.update({name: list(ids) for name, ids in groups})
+    spelled = lambda ids: tuple(source.class_names.get(i, str(i)) for i in ids)  # noqa: E731
     try:
-        labels = LabelSet(names=tuple(class_names), background=0 if background else None)
+        labels = LabelSet(names=tuple(class_names), background=0 if background else None,
+                          sources=tuple(spelled(source_ids[n]) for n in class_names),
+                          ignored_sources=spelled(sorted(ignored)))
     except ValueError as e:
         raise DataError(f"classes.select: {e}") from None
 
     size = max([*source.class_names, *ignored, *chosen, 0]) + 1
     # others -> background (0) or ignored (255); 255 is never a class: the loss and metric skip it
     lut = np.full(size, 0 if background else IGNORE_INDEX, dtype=np.uint8)
-    source_ids = {cfg.background_name: others + merged_into_bg} if background else {}
     for train_id, (name, ids) in enumerate(groups, start=1 if background else 0):
         lut[ids] = train_id
-        source_ids[name] = list(ids)
     lut[sorted(ignored)] = IGNORE_INDEX
     unknown = [i for i in range(size) if i not in source.class_names and i not in ignored and i not in chosen]
     lut[unknown] = IGNORE_INDEX

@@ -13,9 +13,13 @@ directory of parquet files wherever it takes a repo id; the tests use exactly th
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import datasets
+
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from segkit.config import DataConfig
 from segkit.data.errors import DataError
@@ -23,11 +27,37 @@ from segkit.data.folder import folder_source, folder_splits
 from segkit.data.source import (Source, class_names_for, detect_columns, hold_out_val, pick_splits,
                                 unlabeled_ids)
 from segkit.data.synthetic import synthetic_source
+from segkit.hub_errors import NETWORK_ERRORS, explain
 
-ADE20K_REPO, ADE20K_CONFIG, ADE20K_REVISION = "zhoubolei/scene_parse_150", "scene_parsing", "refs/convert/parquet"
+log = logging.getLogger("segkit.data")
+
+# What the presets read, as the real repos hold it (checked 2026-11 against the dataset viewer's
+# source, datasets 5.2's source, and public code pinning these revisions; the Hub itself was not
+# reachable from the machine that wrote this):
+#
+# zhoubolei/scene_parse_150
+#   main                   scene_parse_150.py (a loading script) + README.md. datasets >= 4 refuses it:
+#                          RuntimeError "Dataset scripts are no longer supported, but found scene_parse_150.py".
+#   refs/convert/parquet   the viewer's export: .gitattributes, scene_parsing/{train,validation,test}/NNNN.parquet
+#                          and instance_segmentation/{train,validation,test}/NNNN.parquet side by side; no README,
+#                          no `configs:` (the branch is rewritten from the initial commit on each export).
+#                          scene_parsing columns: image (Image), annotation (Image, L: 0 = other, 1..150 =
+#                          objectInfo150), scene_category (ClassLabel); the test split has no annotations.
+#   datasets builds one `default` config from such a branch: load_dataset(repo, "scene_parsing", ...) raises
+#   "BuilderConfig 'scene_parsing' not found. Available: ['default']", and without a data_dir the two configs
+#   mix and the cast fails. load_dataset(repo, data_dir="scene_parsing", revision="refs/convert/parquet") loads.
+#   Licence: BSD-3-Clause.
+# segments/sidewalk-semantic
+#   Gated: log in and accept its terms first (anonymous: 401, logged in without accepting: 403, both
+#   X-Error-Code: GatedRepo). One train split of 1,000 rows: pixel_values (Image, 1920x1080 JPEG) and label
+#   (Image, L, ids 0..34), written by push_to_hub (README with dataset_info, data/train-*.parquet).
+#   id2label.json at the repo root names ids 0..34 (0 = unlabeled, 21 = construction-fenceguardrail).
+ADE20K_REPO, ADE20K_REVISION, ADE20K_DATA_DIR = "zhoubolei/scene_parse_150", "refs/convert/parquet", "scene_parsing"
 SIDEWALK_REPO = "segments/sidewalk-semantic"
 PRESET_REPOS = {"ade20k": ADE20K_REPO, "sidewalk": SIDEWALK_REPO}
 """The Hub dataset each preset format reads by default (model cards name it)."""
+GATED_DATASETS = (SIDEWALK_REPO,)
+"""Preset datasets that need accepted terms: pictures of them stay out of public model repos."""
 
 # SceneParse150 (objectInfo150): id 1..150 in order; ";" separates a display name from its aliases.
 # Id 0 is "other" (none of the 150) and is ignored by the standard protocol.
@@ -70,39 +100,55 @@ ADE20K_NAMES = (
     "bulletin board;notice board|shower|radiator|glass;drinking glass|clock|flag"
 ).split("|")
 
-# segments/sidewalk-semantic, ids 0..34; 0 is unlabeled.
+# segments/sidewalk-semantic's id2label.json, ids 0..34 (0 is unlabeled). The preset reads the repo's
+# own file; this copy serves only a local copy of the data that lacks it.
 SIDEWALK_NAMES = (
     "unlabeled flat-road flat-sidewalk flat-crosswalk flat-cyclinglane flat-parkingdriveway "
     "flat-railtrack flat-curb human-person human-rider vehicle-car vehicle-truck vehicle-bus "
     "vehicle-tramtrain vehicle-motorcycle vehicle-bicycle vehicle-caravan vehicle-cartrailer "
-    "construction-building construction-door construction-wall construction-fence "
+    "construction-building construction-door construction-wall construction-fenceguardrail "
     "construction-bridge construction-tunnel construction-stairs object-pole object-trafficsign "
     "object-trafficlight nature-vegetation nature-terrain sky void-ground void-dynamic void-static "
     "void-unclear"
 ).split()
 
 
-def hub_load(path: str, config_name: str | None = None, revision: str | None = None,
+def hub_load(path: str, config_name: str | None = None, revision: str | None = None, data_dir: str | None = None,
              streaming: bool = False) -> datasets.DatasetDict | datasets.IterableDatasetDict:
-    """`load_dataset` on a Hub repo id, or on a local directory of parquet files laid out like one.
+    """`load_dataset` on a Hub repo id, or on a local folder of data files laid out like one.
 
-    A local directory takes no config name (datasets rejects it), so a config sub-folder, as in
-    the parquet branch's `scene_parsing/train/0000.parquet`, is passed as `data_dir` instead.
+    `data_dir` picks a sub-folder (a config's folder on a parquet branch). A local folder takes no
+    config name and no revision (datasets rejects them).
     """
     local = Path(path).expanduser()
     try:
         if local.is_dir():
-            sub = config_name if config_name and (local / config_name).is_dir() else None
+            sub = data_dir if data_dir and (local / data_dir).is_dir() else None
             return datasets.load_dataset(str(local), data_dir=sub, streaming=streaming)
-        return datasets.load_dataset(path, config_name, revision=revision, streaming=streaming)
-    except (OSError, ValueError) as e:  # offline, missing repo or files, unknown config
-        raise DataError(f"Could not load '{path}' from the Hub: {e}\n(Offline? Point data.path at a local "
-                        "copy: a folder of parquet files laid out like the repo.)") from None
+        return datasets.load_dataset(path, config_name, data_dir=data_dir, revision=revision, streaming=streaming)
+    except (OSError, ValueError, RuntimeError) as e:  # gated, missing, offline, a loading script, bad config
+        message = explain(e, path, "dataset", revision)
+        raise DataError(message or f"Could not load the dataset '{path}': {e}") from None
+
+
+def repo_file(path: str, filename: str, revision: str | None) -> Path | None:
+    """A file at the root of a dataset repo (a Hub id, or a local copy); None when it has none."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local / filename if (local / filename).is_file() else None
+    try:
+        return Path(hf_hub_download(path, filename, repo_type="dataset", revision=revision))
+    except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its base: offline, not a missing file
+        raise DataError(explain(e, path, "dataset", revision) or str(e)) from None
+    except EntryNotFoundError:
+        return None
+    except NETWORK_ERRORS as e:
+        raise DataError(explain(e, path, "dataset", revision) or f"{path}: could not download {filename}: {e}") from None
 
 
 def _hub_splits(cfg: DataConfig, path: str, where: str, preferred: dict[str, str] | None = None,
-                config_name: str | None = None, revision: str | None = None) -> dict[str, Split]:
-    loaded = hub_load(path, config_name, revision, cfg.streaming)
+                revision: str | None = None, data_dir: str | None = None) -> dict[str, Split]:
+    loaded = hub_load(path, cfg.config_name, revision, data_dir, cfg.streaming)
     chosen = pick_splits(list(loaded), cfg.splits or preferred or {}, where)
     if "train" not in chosen:
         raise DataError(f"{where}: no training split among {list(loaded)}; set data.splits, e.g. {{train: {list(loaded)[0]}}}.")
@@ -114,9 +160,14 @@ def _hub_splits(cfg: DataConfig, path: str, where: str, preferred: dict[str, str
 def _ade20k(cfg: DataConfig) -> Source:
     """SceneParse150 from the Hub's parquet branch, a parquet mirror, or a local folder.
 
-    A local folder is the official ADEChallengeData2016 (images/{training,validation}), or a flat
-    images/ + annotations/ pair (like shared/data/ade20k-samples), which is one pool split into
-    train and a seeded `val_fraction` (at least one image) like any single-split source.
+    - `data.path` unset: zhoubolei/scene_parse_150 at refs/convert/parquet, folder scene_parsing.
+    - another repo id, or a local folder of parquet files: read as it is (`data.revision`,
+      `data.data_dir` if given); a copy of the parquet branch (with scene_parsing/) reads its
+      scene_parsing/ folder.
+    - a local ADEChallengeData2016 (images/{training,validation}), or a flat images/ + annotations/
+      pair (like shared/data/ade20k-samples), which is one pool split into train and a seeded
+      `val_fraction` like any single-split source.
+    Only train and validation are read: the test split has no annotations.
     """
     names = {0: "other"} | {i + 1: n.split(";")[0] for i, n in enumerate(ADE20K_NAMES)}
     aliases = {i + 1: n.split(";")[1:] for i, n in enumerate(ADE20K_NAMES) if ";" in n}
@@ -129,9 +180,11 @@ def _ade20k(cfg: DataConfig) -> Source:
         splits = folder_splits(cfg, local, "images/{split}" if layout else "images",
                                "annotations/{split}" if layout else "annotations", layout)
     else:
+        official = path == ADE20K_REPO
+        revision = cfg.revision or (ADE20K_REVISION if official else None)
+        data_dir = cfg.data_dir or (ADE20K_DATA_DIR if official or (local / ADE20K_DATA_DIR).is_dir() else None)
         try:
-            splits = _hub_splits(cfg, path, "ade20k", {"train": "train", "val": "validation"},
-                                 cfg.config_name or ADE20K_CONFIG, cfg.revision or ADE20K_REVISION)
+            splits = _hub_splits(cfg, path, "ade20k", {"train": "train", "val": "validation"}, revision, data_dir)
         except DataError as e:
             raise DataError(
                 f"{e}\nAlternatives: a parquet mirror of scene_parse_150 (`data.path: <repo id>`), or the "
@@ -141,36 +194,40 @@ def _ade20k(cfg: DataConfig) -> Source:
 
 
 def _sidewalk(cfg: DataConfig) -> Source:
+    """segments/sidewalk-semantic (gated), or a copy of it: names from its id2label.json."""
     path = cfg.path or SIDEWALK_REPO
-    splits = _hub_splits(cfg, path, "sidewalk", None, cfg.config_name, cfg.revision)
-    names = dict(enumerate(SIDEWALK_NAMES))
-    return Source(splits, names, [0], "sidewalk", origin=f"sidewalk:{path}:{cfg.revision}")
+    names = class_names_for(cfg.class_names, lambda: _sidewalk_names(path, cfg.revision), path)
+    splits = _hub_splits(cfg, path, "sidewalk", None, cfg.revision, cfg.data_dir)
+    return Source(splits, names, unlabeled_ids(names), "sidewalk", origin=f"sidewalk:{path}:{cfg.revision}")
+
+
+def _sidewalk_names(path: str, revision: str | None) -> dict[int, str] | None:
+    names = _id2label(path, revision)
+    if names is None and Path(path).expanduser().is_dir():
+        log.info("%s has no id2label.json: using segkit's copy of segments/sidewalk-semantic's", path)
+        return dict(enumerate(SIDEWALK_NAMES))
+    return names
 
 
 def _id2label(path: str, revision: str | None) -> dict[int, str] | None:
     """The repo's id2label.json (the convention of Hub segmentation datasets), if it has one."""
-    local = Path(path).expanduser() / "id2label.json"
-    if not local.is_file():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            local = Path(hf_hub_download(path, "id2label.json", repo_type="dataset", revision=revision))
-        except Exception:  # offline, gated, or simply absent: the recipe's class_names is the fallback
-            return None
+    file = repo_file(path, "id2label.json", revision)
+    if file is None:
+        return None
     try:
-        return {int(k): str(v) for k, v in json.loads(local.read_text()).items()}
+        return {int(k): str(v) for k, v in json.loads(file.read_text()).items()}
     except (ValueError, AttributeError) as e:
-        raise DataError(f"{local}: expected a JSON object {{\"0\": \"name\", ...}} ({e}). "
+        raise DataError(f"{file}: expected a JSON object {{\"0\": \"name\", ...}} ({e}). "
                         "Fix it, or set data.class_names.") from None
 
 
 def _hub(cfg: DataConfig) -> Source:
     if not cfg.path:
         raise DataError("data.path: format 'hub' needs a repo id (or a local folder of parquet files).")
-    splits = _hub_splits(cfg, cfg.path, cfg.path, None, cfg.config_name, cfg.revision)
     names = class_names_for(cfg.class_names, lambda: _id2label(cfg.path, cfg.revision), cfg.path)
+    splits = _hub_splits(cfg, cfg.path, cfg.path, None, cfg.revision, cfg.data_dir)
     return Source(splits, names, unlabeled_ids(names), Path(cfg.path).name,
-                  origin=f"hub:{cfg.path}:{cfg.config_name}:{cfg.revision}")
+                  origin=f"hub:{cfg.path}:{cfg.config_name}:{cfg.data_dir}:{cfg.revision}")
 
 
 def _disk(cfg: DataConfig) -> Source:

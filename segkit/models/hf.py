@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from segkit.config import InputSpec
+from segkit.hub_errors import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel
 
@@ -86,10 +87,20 @@ MODEL_TYPE_FAMILY = {
     "segkit-vit": "vit",
 }
 """config.model_type -> the segkit family that can load it."""
+VIT_BACKBONES = ("dinov2", "dinov2_with_registers")
+"""UperNet backbones the vit family builds and loads."""
 
 
 def family_of(config_dict: dict[str, Any]) -> str | None:
-    return config_dict.get("segkit_family") or MODEL_TYPE_FAMILY.get(config_dict.get("model_type", ""))
+    """The segkit family of a config.json: segkit's own record, else by model type (UperNet only on a
+    DINOv2 backbone: UperNet on ConvNeXt or Swin is no vit)."""
+    if config_dict.get("segkit_family"):
+        return config_dict["segkit_family"]
+    kind = config_dict.get("model_type", "")
+    if kind == "upernet":
+        backbone = (config_dict.get("backbone_config") or {}).get("model_type")
+        return "vit" if backbone in VIT_BACKBONES else None
+    return MODEL_TYPE_FAMILY.get(kind)
 
 
 def read_checkpoint_config(checkpoint: str, family: str, example: str) -> dict[str, Any]:
@@ -101,9 +112,11 @@ def read_checkpoint_config(checkpoint: str, family: str, example: str) -> dict[s
                          f"Fix the path, or give a Hub id such as {example}.")
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(checkpoint)
-    except OSError as e:
+    except NETWORK_ERRORS as e:
+        cause = e.__cause__ or e.__context__ or e  # transformers wraps the Hub's error in an OSError
+        said = explain(cause, checkpoint, "model") or explain(e, checkpoint, "model") or str(e)
         raise ModelError(
-            f"Could not load model.checkpoint '{checkpoint}'. The Hub said: {e}\n"
+            f"Could not load model.checkpoint '{checkpoint}'. The Hub said: {said}\n"
             f"Fix: check the id (e.g. {example}) or folder; offline, download it first "
             f"(`hf download {checkpoint}`) or pass a local folder; or set model.size to train "
             "from random weights.") from e
@@ -133,11 +146,9 @@ def load_for_labels(hf_cls: Any, checkpoint: str, config_dict: dict[str, Any], l
     model, info = hf_cls.from_pretrained(checkpoint, num_labels=labels.num_classes, ignore_mismatched_sizes=True,
                                          output_loading_info=True, **overrides)
     fresh = set(info.get("missing_keys", ())) | {k[0] for k in info.get("mismatched_keys", ())}
-    if LabelSet.from_config(config_dict).names != labels.names:
-        head = model.get_submodule(classifier)
-        if not any(k.startswith(classifier + ".") for k in fresh):
-            head.reset_parameters()
-            fresh |= {f"{classifier}.{n}" for n, _ in head.named_parameters()}
+    head_is_new = any(k.startswith(classifier + ".") for k in fresh)
+    if not head_is_new and keep_or_reset_head(model, classifier, LabelSet.from_config(config_dict), labels, checkpoint):
+        fresh |= {f"{classifier}.{n}" for n, _ in model.get_submodule(classifier).named_parameters()}
     params = dict(model.named_parameters())
     fresh = {k for k in fresh if k in params}  # buffers such as MaskFormer's loss weights are rebuilt anyway
     if fresh:
@@ -146,6 +157,32 @@ def load_for_labels(hf_cls: Any, checkpoint: str, config_dict: dict[str, Any], l
         log.info("%s: %d weight tensors re-initialised for the %d chosen classes: %s",
                  checkpoint, len(fresh), labels.num_classes, shown)
     return model
+
+
+def keep_or_reset_head(model: nn.Module, classifier: str, trained: LabelSet, wanted: LabelSet, where: str) -> bool:
+    """Keep a classifier trained for exactly `wanted`'s names in order; otherwise put a fresh one
+    in its place, sized for `wanted` (rows of other classes would mean the wrong classes).
+    Returns True when the head is new."""
+    if trained.names == wanted.names:
+        return False
+    old = model.get_submodule(classifier)
+    extra = old.weight.shape[0] - trained.num_classes  # MaskFormer's "no object" row
+    model.set_submodule(classifier, fresh_classifier(old, wanted.num_classes + extra))
+    model.config.num_labels = wanted.num_classes
+    log.info("%s: classifier re-initialised for the %d chosen classes (it was trained for %d others)",
+             where, wanted.num_classes, trained.num_classes)
+    return True
+
+
+def fresh_classifier(old: nn.Module, rows: int) -> nn.Module:
+    """A new classifier like `old` (Linear or 1x1 Conv2d) with `rows` outputs, default init."""
+    if isinstance(old, nn.Linear):
+        new: nn.Module = nn.Linear(old.in_features, rows, bias=old.bias is not None)
+    elif isinstance(old, nn.Conv2d):
+        new = nn.Conv2d(old.in_channels, rows, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
+    else:
+        raise TypeError(f"classifier {type(old).__name__} is neither Linear nor Conv2d")
+    return new.to(device=old.weight.device, dtype=old.weight.dtype)
 
 
 def load_processor(processor_cls: Any, source: str | Path | None, **settings: Any) -> Any:

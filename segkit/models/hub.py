@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
 
+from segkit.hub_errors import NETWORK_ERRORS, explain
 from segkit.models.base import ModelError
 from segkit.run_folder import RunFolder
 
@@ -36,18 +35,7 @@ def resolve_model_dir(path: str | Path, revision: str | None = None, token: str 
         return folder
     try:
         return Path(snapshot_download(str(path), revision=revision, token=token, allow_patterns=MODEL_FILES))
-    except GatedRepoError:
-        raise ModelError(f"{path} is a gated model: accept its terms at https://huggingface.co/{path}, "
-                         "then log in with `hf auth login` (or set HF_TOKEN).") from None
-    except RepositoryNotFoundError:
-        raise ModelError(f"{path}: no local folder of that name, and no such model on the Hub (or it is "
-                         "private: log in with `hf auth login` or set HF_TOKEN).") from None
-    except RevisionNotFoundError:
-        raise ModelError(f"{path}: revision '{revision}' does not exist (a branch, tag or commit).") from None
-    except LocalEntryNotFoundError:
-        raise ModelError(f"{path}: no local folder of that name; as a Hub id it is not in the local cache, "
-                         "and the Hub cannot be reached "
-                         "(offline, or HF_HUB_OFFLINE=1). Download it first with `hf download "
-                         f"{path}`, or pass a local folder.") from None
-    except (HfHubHTTPError, OSError) as e:
-        raise ModelError(f"Could not download {path} from the Hub: {e}") from None
+    except NETWORK_ERRORS as e:
+        message = explain(e, str(path), "model", revision)
+        raise ModelError(f"{path}: no local folder of that name, and as a Hub model id: "
+                         f"{message or e}") from None

@@ -1,12 +1,15 @@
-"""A plain ViT or DINOv2 encoder with a small segmentation head (segkit's own module).
+"""The `vit` family: a ViT or DINOv2 encoder with a segmentation head.
 
-Patch tokens form a (D, H/p, W/p) map. `head: linear` is the DINOv2 linear protocol (BatchNorm
-+ 1x1 conv on the last layer). `head: multilevel` takes four layers spread through the encoder,
-projects each to one width, fuses them at 1/p and refines at 2/p: a compact DPT/UPerNet-style
-decoder, because the deeper layers know *what* and the earlier ones still know *where*.
+- `head: multilevel` (the default) is UperNet on four encoder layers spread through the depth
+  (3, 6, 9, 12 of 12): transformers' `UperNetForSemanticSegmentation` with a `Dinov2Backbone`.
+  The deeper layers know *what*, the earlier ones still know *where*. Saved folders load with
+  `AutoModelForSemanticSegmentation` and `pipeline("image-segmentation")`.
+- `head: linear` is the DINOv2 linear protocol (BatchNorm + 1x1 conv on the last layer's patch
+  tokens): segkit's own module (`vit_linear.py`), which loads with segkit only.
 
-Saved folders follow the Hugging Face layout (config.json with `model_type: segkit-vit`, the
-encoder config inside it, model.safetensors, preprocessor_config.json) and reload offline.
+DINOv2 checkpoints load into the backbone as they are. transformers has no ViT backbone class, so
+a `google/vit-*` checkpoint is mapped onto a `Dinov2Backbone` (same blocks; layer scale fixed at
+1): its features are bit-identical to `ViTModel`'s.
 """
 
 from __future__ import annotations
@@ -14,33 +17,35 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+import transformers
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, SegformerImageProcessorPil
+from transformers import (AutoConfig, AutoImageProcessor, Dinov2Config, SegformerImageProcessorPil,
+                          UperNetConfig, UperNetForSemanticSegmentation, ViTModel)
+from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
 from segkit.config import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput
-from segkit.models.hf import read_checkpoint_config
+from segkit.models.hf import HFSegModel, keep_or_reset_head, read_checkpoint_config
+from segkit.models.hub import resolve_model_dir
+from segkit.models.vit_linear import ViTLinearSeg, encoder_from_config
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("segkit.models")
 
 DEFAULT_CHECKPOINT = "facebook/dinov2-small"
-ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tiny": ("dinov2", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                            patch_size=8, image_size=64)),
-    "small": ("dinov2", dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14,
-                             image_size=518)),  # facebook/dinov2-small
-    "base": ("dinov2", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, patch_size=14,
-                            image_size=518)),  # facebook/dinov2-base
+ENCODERS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=8, image_size=64),
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14,
+                  image_size=518),  # facebook/dinov2-small
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, patch_size=14,
+                 image_size=518),  # facebook/dinov2-base
 }
-_NAMES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2", "vit": "ViT"}
+"""DINOv2 encoder sizes for random weights (`model.size`)."""
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_NAMES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2", "vit": "ViT"}
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -48,164 +53,166 @@ def default_layers(num_layers: int) -> list[int]:
     return sorted({max(1, round(num_layers * k / 4)) for k in range(1, 5)})
 
 
-def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+def head_width(hidden_size: int) -> int:
+    """UperNet channels: 256 for small encoders, 512 (UperNet's usual) from ViT-B up; tiny test
+    encoders get a tiny head."""
+    return 64 if hidden_size < 128 else 256 if hidden_size < 768 else 512
 
 
-class LinearHead(nn.Module):
-    def __init__(self, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(dim)
-        self.classifier = nn.Conv2d(dim, num_classes, 1)
-
-    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.bn(maps[-1]))  # (B, C, H/p, W/p)
-
-
-class MultiLevelHead(nn.Module):
-    def __init__(self, dim: int, levels: int, num_classes: int, width: int) -> None:
-        super().__init__()
-        self.proj = nn.ModuleList(nn.Conv2d(dim, width, 1) for _ in range(levels))
-        self.fuse = _conv_bn_relu(levels * width, width, 3)
-        self.refine = _conv_bn_relu(width, width, 3)
-        self.classifier = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        x = self.fuse(torch.cat([proj(m) for proj, m in zip(self.proj, maps)], dim=1))  # 1/p
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # 2/p
-        return self.classifier(self.refine(x))  # (B, C, 2H/p, 2W/p)
-
-
-def _encoder_kwargs(model_type: str) -> dict[str, Any]:
-    # SDPA where the encoder has it; ViT's pooler is unused here and would get no gradients.
-    return {"attn_implementation": "sdpa", **({"add_pooling_layer": False} if model_type == "vit" else {})}
-
-
-def _processor(model_type: str, source: str | Path | None) -> Any:
-    """SegFormer's Pil processor (resize, rescale, normalise; and it post-processes logits) with the
-    encoder checkpoint's mean/std: ViT checkpoints use 0.5, DINOv2 ImageNet's."""
-    mean, std = ((0.5,) * 3, (0.5,) * 3) if model_type == "vit" else (IMAGENET_MEAN, IMAGENET_STD)
-    if source is not None:
-        try:
-            found = AutoImageProcessor.from_pretrained(str(source))
-            mean, std = tuple(found.image_mean), tuple(found.image_std)
-        except OSError:
-            log.info("%s has no preprocessor_config.json; using the %s defaults", source, model_type)
+def processor(mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """SegFormer's Pil processor: resize, rescale, normalise, and a semantic post-processor, which
+    is what `pipeline` needs for UperNet and what segkit needs to feed any encoder."""
     return SegformerImageProcessorPil(image_mean=list(mean), image_std=list(std), do_reduce_labels=False)
 
 
-class ViTSeg(SegModel):
+def encoder_stats(checkpoint: str | None, model_type: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """mean/std of the encoder checkpoint's processor: ViT checkpoints use 0.5, DINOv2 ImageNet's."""
+    if checkpoint is not None:
+        try:
+            p = AutoImageProcessor.from_pretrained(checkpoint)
+            return tuple(p.image_mean), tuple(p.image_std)
+        except OSError:
+            log.info("%s has no preprocessor_config.json; using the %s defaults", checkpoint, model_type)
+    return ((0.5,) * 3, (0.5,) * 3) if model_type == "vit" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+class UperNetViTSeg(HFSegModel):
+    """UperNet on a DINOv2 (or converted ViT) backbone, as transformers ships it."""
+
     family = "vit"
     has_own_loss = False
     default_checkpoint = DEFAULT_CHECKPOINT
-    classifier_name = "head.classifier"
+    classifier_name = "model.decode_head.classifier"
 
-    def __init__(self, encoder: nn.Module, labels: LabelSet, processor: Any, head: str = "multilevel",
-                 layers: list[int] | None = None, width: int | None = None, input_spec: InputSpec | None = None) -> None:
-        c = encoder.config
-        # Tokens are whole patches: a size that is not a multiple of the patch would silently drop
-        # the border pixels, so it is refused instead.
-        super().__init__(labels, processor, size_divisor=c.patch_size, min_size=c.patch_size, strict_size=True,
-                         input_spec=input_spec)
-        if head not in ("linear", "multilevel"):
-            raise ModelError(f"model.head '{head}' is unknown for family vit. Choose one of: linear, multilevel.")
-        self.encoder = encoder
-        self.head_kind = head
-        n = c.num_hidden_layers
-        self.layers = list(layers) if layers else (default_layers(n) if head == "multilevel" else [n])
-        self.width = width or min(256, c.hidden_size)
-        self.num_prefix_tokens = 1 + int(getattr(c, "num_register_tokens", 0) or 0)  # CLS (+ registers)
-        self.head = (LinearHead(c.hidden_size, labels.num_classes) if head == "linear" else
-                     MultiLevelHead(c.hidden_size, len(self.layers), labels.num_classes, self.width))
+    def __init__(self, model: nn.Module, labels: LabelSet, processor: Any, input_spec: InputSpec | None = None) -> None:
+        p = model.config.backbone_config.patch_size
+        # Tokens are whole patches: a side off the patch grid would silently lose its border
+        # pixels, so training refuses it and inference pads (segkit.inference).
+        super().__init__(model, labels, processor, input_spec, size_divisor=p, min_size=p, strict_size=True)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.backbone
 
     @property
     def arch_name(self) -> str:
-        return _NAMES.get(self.encoder.config.model_type, "ViT")
+        return _NAMES.get(getattr(self.model.config.backbone_config, "model_type", ""), "ViT")
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> SegOutput:
-        pixel_values = self.check_input(pixel_values)
-        b, _, height, width = pixel_values.shape
-        p = self.size_divisor
-        # DINOv2 always interpolates its position embeddings; ViT has to be asked.
-        extra = {"interpolate_pos_encoding": True} if self.encoder.config.model_type == "vit" else {}
-        multilevel = self.head_kind == "multilevel"
-        out = self.encoder(pixel_values=pixel_values, output_hidden_states=multilevel, **extra)
-        if multilevel:  # intermediate states are pre-norm; use the encoder's final norm on each
-            tokens = [self.encoder.layernorm(out.hidden_states[i]) for i in self.layers]
-        else:
-            tokens = [out.last_hidden_state]
-        maps = [t[:, self.num_prefix_tokens:].transpose(1, 2).reshape(b, -1, height // p, width // p)
-                for t in tokens]  # (B, D, H/p, W/p) each
-        return SegOutput(scores=self.head(maps), loss=None)
+        # The logits come back at the input size, as transformers' UperNet returns them: the same
+        # numbers `pipeline` post-processes.
+        return SegOutput(scores=self.model(pixel_values=self.check_input(pixel_values)).logits)
 
     def backbone(self) -> nn.Module:
-        return self.encoder
-
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        labels = SimpleNamespace()
-        self.labels.write_to(labels)
-        config = {
-            "model_type": "segkit-vit",
-            "architectures": ["segkit.models.vit.ViTSeg"],
-            "segkit_family": self.family,
-            "segkit_input": self.input_spec.to_dict(),
-            "head": self.head_kind,
-            "layers": self.layers,
-            "head_width": self.width,
-            "id2label": {str(i): n for i, n in labels.id2label.items()},
-            "label2id": labels.label2id,
-            "segkit_labels": labels.segkit_labels,
-            "encoder": self.encoder.config.to_dict(),
-        }
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-        self._processor.save_pretrained(out)
+        return self.model.backbone
 
     @classmethod
-    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig, spec: InputSpec) -> "ViTSeg":
+    def from_encoder(cls, encoder_config: Any, labels: LabelSet, spec: InputSpec, mean: tuple, std: tuple) -> "UperNetViTSeg":
+        enc = encoder_config
+        enc.out_features = [f"stage{i}" for i in default_layers(enc.num_hidden_layers)]
+        enc.reshape_hidden_states, enc.apply_layernorm = True, True
+        # Pool scales without UperNet's usual 1: its 1x1 map of BatchNorm features cannot train on one
+        # image per device (BatchNorm needs two values per channel), and 2x2 pooling is nearly global.
+        config = UperNetConfig(backbone_config=enc, hidden_size=head_width(enc.hidden_size), pool_scales=[2, 3, 6],
+                               use_auxiliary_head=False, loss_ignore_index=255, num_labels=labels.num_classes)
+        return cls(UperNetForSemanticSegmentation(config), labels, processor(mean, std), spec)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "UperNetViTSeg":
+        model = UperNetForSemanticSegmentation.from_pretrained(path)
+        proc = SegformerImageProcessorPil.from_pretrained(str(path))
+        return cls(model, LabelSet.from_config(model.config), proc, cls.saved_input_spec(model.config, proc))
+
+
+def _vit_as_dinov2(checkpoint: str) -> tuple[Dinov2Config, dict[str, torch.Tensor]]:
+    """A `google/vit-*` encoder as a DINOv2 config and state dict: the blocks are the same, with
+    layer scale fixed at 1 and ViT's norm epsilon."""
+    vit = ViTModel.from_pretrained(checkpoint, add_pooling_layer=False)
+    c = vit.config
+    if c.intermediate_size % c.hidden_size:
+        raise ModelError(f"model.checkpoint '{checkpoint}': its MLP width {c.intermediate_size} is not a multiple of "
+                         f"its hidden size {c.hidden_size}, which a DINOv2 backbone needs; use head: linear.")
+    config = Dinov2Config(hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+                          num_attention_heads=c.num_attention_heads, mlp_ratio=c.intermediate_size // c.hidden_size,
+                          patch_size=c.patch_size, image_size=c.image_size, layerscale_value=1.0,
+                          layer_norm_eps=c.layer_norm_eps, hidden_act=c.hidden_act, qkv_bias=c.qkv_bias)
+    renames = (("layers.", "encoder.layer."), ("layernorm_before", "norm1"), ("layernorm_after", "norm2"))
+    state = {}
+    for key, value in vit.state_dict().items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        state[key] = value
+    return config, state
+
+
+def _backbone_state(checkpoint: str, config: Any) -> dict[str, torch.Tensor]:
+    """The encoder checkpoint's weights, named as the UperNet backbone names them. Through the
+    backbone class's `from_pretrained`, which renames the legacy keys that saved files hold
+    (AutoBackbone takes a folder for a repo id)."""
+    backbone_cls = getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[config.model_type])
+    return backbone_cls.from_pretrained(checkpoint, out_features=config.out_features).state_dict()
+
+
+class ViTSeg(SegModel):
+    """The `vit` family's entry point: builds and loads whichever head the recipe or folder names."""
+
+    family = "vit"
+    default_checkpoint = DEFAULT_CHECKPOINT
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig, spec: InputSpec) -> SegModel:
+        if cfg.head not in ("linear", "multilevel"):
+            raise ModelError(f"model.head '{cfg.head}' is unknown for family vit. Choose one of: linear, multilevel.")
         if cfg.size:
             if cfg.size not in ENCODERS:
                 raise ModelError(f"model.size '{cfg.size}' is not a vit size. Choose one of: {', '.join(ENCODERS)}.")
-            model_type, settings = ENCODERS[cfg.size]
-            encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **settings), **_encoder_kwargs(model_type))
-            return cls(encoder, labels, _processor(model_type, None), head=cfg.head, input_spec=spec)
+            encoder = Dinov2Config(**ENCODERS[cfg.size])
+            if cfg.head == "linear":
+                return ViTLinearSeg(encoder_from_config(encoder), labels, processor(IMAGENET_MEAN, IMAGENET_STD), spec)
+            return UperNetViTSeg.from_encoder(encoder, labels, spec, IMAGENET_MEAN, IMAGENET_STD)
         config_dict = read_checkpoint_config(cfg.checkpoint, "vit", DEFAULT_CHECKPOINT)
-        if config_dict.get("model_type") == "segkit-vit":
-            return cls._from_segkit_folder(Path(cfg.checkpoint), cfg, labels, spec)
-        model_type = config_dict["model_type"]
-        encoder, info = AutoModel.from_pretrained(cfg.checkpoint, output_loading_info=True,
-                                                  **_encoder_kwargs(model_type))
-        if info.get("missing_keys"):
-            log.info("%s: encoder weights not in the checkpoint (initialised fresh): %s",
-                     cfg.checkpoint, sorted(info["missing_keys"]))
-        log.info("%s: new %s head for %d classes", cfg.checkpoint, cfg.head, labels.num_classes)
-        return cls(encoder, labels, _processor(model_type, cfg.checkpoint), head=cfg.head, input_spec=spec)
-
-    @classmethod
-    def _from_segkit_folder(cls, path: Path, cfg: ModelConfig, labels: LabelSet, spec: InputSpec) -> "ViTSeg":
-        """Fine-tune a segkit ViT again: keep its head only for the same classes and head type."""
-        saved = cls.load(path)
-        keep = list(saved.labels.names) == list(labels.names) and saved.head_kind == cfg.head
-        model = cls(saved.encoder, labels, saved._processor, head=cfg.head,
-                    layers=saved.layers if keep else None, width=saved.width if keep else None, input_spec=spec)
-        if keep:
-            model.head.load_state_dict(saved.head.state_dict())
+        kind = config_dict.get("model_type", "")
+        if kind in ("upernet", "segkit-vit"):  # a segkit vit model: fine-tune it again
+            return _retarget(cls.load(resolve_model_dir(cfg.checkpoint)), cfg, labels, spec)
+        mean, std = encoder_stats(cfg.checkpoint, kind)
+        if cfg.head == "linear":
+            return ViTLinearSeg.from_encoder_checkpoint(cfg.checkpoint, kind, labels, processor(mean, std), spec)
+        if kind == "vit":
+            encoder, state = _vit_as_dinov2(cfg.checkpoint)
+        elif kind in MODEL_FOR_BACKBONE_MAPPING_NAMES:
+            encoder, state = AutoConfig.from_pretrained(cfg.checkpoint), None
         else:
-            log.info("%s: head re-initialised for the %d chosen classes", path, labels.num_classes)
+            raise ModelError(f"model.checkpoint '{cfg.checkpoint}' is a '{kind}' model; the vit family takes "
+                             "DINOv2 or ViT encoders (e.g. facebook/dinov2-small, google/vit-base-patch16-224).")
+        model = UperNetViTSeg.from_encoder(encoder, labels, spec, mean, std)
+        if state is None:
+            state = _backbone_state(cfg.checkpoint, model.model.config.backbone_config)
+        missing, _ = model.backbone().load_state_dict(state, strict=False)
+        fresh = [k for k in missing if "layer_scale" not in k and k != "embeddings.mask_token"]
+        if fresh:
+            raise ModelError(f"model.checkpoint '{cfg.checkpoint}': encoder weights missing: {fresh[:5]}")
+        if kind == "vit":
+            with torch.no_grad():  # ViT has no layer scale: 1 keeps its blocks unchanged
+                for name, p in model.backbone().named_parameters():
+                    if "layer_scale" in name:
+                        p.fill_(1.0)
+        log.info("%s: new UperNet head (%d channels) for %d classes on layers %s", cfg.checkpoint,
+                 model.model.config.hidden_size, labels.num_classes, model.model.config.backbone_config.out_features)
         return model
 
     @classmethod
-    def load(cls, path: str | Path, **hub: Any) -> "ViTSeg":
-        config = json.loads((Path(path) / "config.json").read_text())
-        enc = dict(config["encoder"])
-        model_type = enc.pop("model_type")
-        encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **enc), **_encoder_kwargs(model_type))
-        model = cls(encoder, LabelSet.from_config(config), _processor(model_type, path),
-                    head=config["head"], layers=config["layers"], width=config["head_width"],
-                    input_spec=InputSpec.from_dict(config.get("segkit_input") or {}))
-        model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
-        return model
+    def load(cls, path: str | Path) -> SegModel:
+        kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+        return ViTLinearSeg.load(path) if kind == "segkit-vit" else UperNetViTSeg.load(path)
+
+
+def _retarget(saved: SegModel, cfg: ModelConfig, labels: LabelSet, spec: InputSpec) -> SegModel:
+    """A saved vit model for (perhaps) other classes: keep the head for the same classes, else a
+    fresh classifier; the recipe's head type must match the saved one."""
+    kind = "linear" if isinstance(saved, ViTLinearSeg) else "multilevel"
+    if kind != cfg.head:
+        raise ModelError(f"model.checkpoint '{cfg.checkpoint}' has a {kind} head; set model.head: {kind}.")
+    if isinstance(saved, ViTLinearSeg):
+        return saved.for_labels(labels, spec)
+    keep_or_reset_head(saved.model, "decode_head.classifier", saved.labels, labels, str(cfg.checkpoint))
+    return UperNetViTSeg(saved.model, labels, saved.image_processor(), spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from segkit.models import SegModel, build_model, load_model, upsample_scores
 from segkit.optim import build_optimizer, build_scheduler
 from segkit.report import summary_line
 from segkit.run_folder import RunFolder, replace_dir, temp_dir_for, write_json
-from segkit.runtime import StopRequest, make_accelerator
+from segkit.runtime import StopRequest, make_accelerator, size_threads
 
 log = logging.getLogger("segkit")
 
@@ -85,11 +86,13 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     data = build_data(recipe, model.image_mean, model.image_std, source=source, selection=selection,
                       eval_transform=eval_transform(model))
     accelerator = make_accelerator(cfg, run, find_unused=model.has_own_loss)
+    # torchrun (under accelerate launch) says how many processes share this machine
+    threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
     criterion = None if model.has_own_loss else build_loss(recipe.loss, data.labels.num_classes, data.stats)
     if accelerator.is_main_process:
         save_recipe(recipe, run.recipe)
         write_json(run.stats, data.stats.to_dict())
-        print(banner(recipe, data, model, accelerator, criterion), flush=True)
+        print(banner(recipe, data, model, accelerator, criterion, threads), flush=True)
 
     loader, items, sampler = build_train_loader(data, cfg)
     batch = cfg.eval_batch_size or cfg.batch_size
@@ -132,7 +135,8 @@ def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
     return max(1, round(cfg.epochs * steps_per_epoch)), math.ceil(cfg.epochs)
 
 
-def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accelerator, criterion: SegLoss | None) -> str:
+def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accelerator, criterion: SegLoss | None,
+           threads: str) -> str:
     """What is about to run, including each class's share of training pixels: a class at 0.3%
     explains a weak IoU before any training happens."""
     sizes = ", ".join(f"{s} {len(d) if hasattr(d, '__len__') else 'streamed'}"
@@ -148,7 +152,8 @@ def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accel
         f"  data     {recipe.data.format}: {sizes} images",
         f"  classes  share of labelled training pixels: {classes}",
         f"  model    {recipe.model.family} ({origin}), {params:.2f} M parameters",
-        f"  device   {accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}",
+        f"  device   {accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
+        + (f", {threads}" if accelerator.device.type == "cpu" else ""),
         f"  {loss}",
     ])
 

@@ -10,6 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # segkit train sizes torch's threads unless this says
 
 # Tiny models gain nothing from a second thread, and two torch threads stall badly whenever
 # another process wants the CPU (a 2-step run took 18 s instead of 0.6 s). Subprocess tests set

@@ -33,9 +33,15 @@ SPLITS = ("train", "val", "test")
 
 
 @torch.no_grad()
-def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Accelerator) -> dict[str, Any]:
+def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Accelerator,
+             mixed_precision: bool = False) -> dict[str, Any]:
     """Confusion matrix over this process's share, summed across processes, turned into metrics
-    (plus the matrix itself, as nested lists, under "matrix")."""
+    (plus the matrix itself, as nested lists, under "matrix").
+
+    Reports run in full precision, as `pipeline` and `segkit predict` do by default, so that they
+    reproduce them; `mixed_precision` (the training's autocast) is for evaluations inside training,
+    which only pick the best checkpoint.
+    """
     was_training = model.training
     model.eval()
     net = accelerator.unwrap_model(model)  # DDP hides the model's attributes; eval needs no gradient sync
@@ -44,7 +50,8 @@ def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Acce
     for batch in bar:
         targets = batch["labels"]
         sizes = [tuple(t.shape[-2:]) for t in targets]
-        for i, scores in scores_for(net, batch["pixel_values"], sizes, accelerator.device, accelerator.autocast):
+        autocast = accelerator.autocast if mixed_precision else None
+        for i, scores in scores_for(net, batch["pixel_values"], sizes, accelerator.device, autocast):
             cm.update(scores.argmax(0), targets[i].to(accelerator.device))
     matrix = accelerator.reduce(cm.matrix, reduction="sum")
     model.train(was_training)

@@ -196,7 +196,7 @@ def run_eval(t: Trainer) -> None:
     """Evaluate, export the model when it is the best so far, track early stopping."""
     if t.val_loader is None:
         return
-    metrics = evaluate(t.model, t.val_loader, t.data.labels, t.accelerator)
+    metrics = evaluate(t.model, t.val_loader, t.data.labels, t.accelerator, mixed_precision=True)
     t.state.last_eval_step = t.state.step
     miou = metrics["strict"]["mIoU"] or 0.0
     improved = miou > t.state.best_miou

@@ -68,10 +68,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from segkit.predict import predict_folder
+    from segkit.predict import PredictOptions, predict_folder
 
-    predict_folder(args.model, args.images, args.output, batch_size=args.batch_size)
-    return 0
+    options = PredictOptions(batch_size=args.batch_size, workers=args.workers,
+                             alpha=None if args.no_overlays else args.alpha, overwrite=args.overwrite,
+                             sliding=args.sliding, window=_size_arg(args.window), overlap=args.overlap, flip=args.flip,
+                             precision=args.precision, revision=args.revision)
+    result = predict_folder(args.model, args.images, args.output, options)
+    skipped = f", {result.skipped} already done" if result.skipped else ""
+    failed = f", {result.failed} failed (see failures.csv)" if result.failed else ""
+    print(f"Predicted {result.processed} images{skipped}{failed} -> {result.output} (masks/, overlays/, areas.csv)")
+    return 1 if result.processed == 0 and result.failed else 0
+
+
+def _size_arg(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x")) if "x" in text.lower() else (int(text),) * 2
+    except ValueError:
+        raise ValueError(f"--window {text}: give HEIGHTxWIDTH, e.g. 512x512, or one side.") from None
+    return h, w
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -135,11 +152,23 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.set_defaults(fn=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="predict masks for a folder of images")
-    pr.add_argument("model", help="run folder or model folder")
-    pr.add_argument("images", help="an image file or a folder of images")
-    pr.add_argument("--output", default="predictions")
-    pr.add_argument("--batch-size", type=int, default=4)
+    pr = sub.add_parser("predict", help="predict masks for files, folders or globs of images")
+    pr.add_argument("model", help="run folder, model folder or Hub model id")
+    pr.add_argument("images", nargs="+", help="image files, folders (searched recursively) or quoted globs")
+    pr.add_argument("--output", default="predictions", help="output folder (not inside an input folder)")
+    pr.add_argument("--batch-size", type=int, default=4, help="images (or windows) per forward pass")
+    pr.add_argument("--workers", type=int, default=2, help="processes that decode and transform images")
+    pr.add_argument("--alpha", type=float, default=0.5, help="overlay tint strength, 0..1")
+    pr.add_argument("--no-overlays", action="store_true", help="write masks and areas only")
+    pr.add_argument("--overwrite", action="store_true", help="predict images that an earlier run finished, too")
+    pr.add_argument("--sliding", choices=("auto", "always", "never"), default="auto",
+                    help="sliding windows for large images (auto: above 4x the training crop's area)")
+    pr.add_argument("--window", help="sliding window HEIGHTxWIDTH (default: the training crop)")
+    pr.add_argument("--overlap", type=float, default=0.25, help="share of a window that overlaps the next")
+    pr.add_argument("--flip", action="store_true", help="average with the mirrored image (slower, smoother)")
+    pr.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                    help="auto: fp32 on CPU (the reported figures), bf16/fp16 on GPU")
+    pr.add_argument("--revision", help="Hub revision (branch, tag or commit) of a model id")
     pr.set_defaults(fn=cmd_predict)
 
     ex = sub.add_parser("export", help="write the model folder with a model card")

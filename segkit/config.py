@@ -129,6 +129,8 @@ class InputSpec:
     mode: Literal["resize", "pad", "none"] = "none"
     size: tuple[int, int] | None = None
     """(height, width) for `resize`."""
+    window: tuple[int, int] | None = None
+    """(height, width) of the training crops: the sliding window for images far larger."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("resize", "pad", "none"):
@@ -137,18 +139,20 @@ class InputSpec:
             raise ValueError("input mode resize needs a size (height, width)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "size": list(self.size) if self.size else None}
+        return {"mode": self.mode, "size": list(self.size) if self.size else None,
+                "window": list(self.window) if self.window else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
-        size = d.get("size")
-        return cls(d.get("mode", "none"), tuple(int(s) for s in size) if size else None)
+        size, window = d.get("size"), d.get("window")
+        return cls(d.get("mode", "none"), tuple(int(s) for s in size) if size else None,
+                   tuple(int(s) for s in window) if window else None)
 
     @classmethod
     def from_augment(cls, cfg: AugmentConfig) -> "InputSpec":
         """`augment.eval_mode` and `eval_size` (which defaults to the training crop)."""
         size = hw(cfg.eval_size if cfg.eval_size is not None else cfg.crop_size)
-        return cls(cfg.eval_mode, size if cfg.eval_mode == "resize" else None)
+        return cls(cfg.eval_mode, size if cfg.eval_mode == "resize" else None, hw(cfg.crop_size))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from segkit.metrics import ConfusionMatrix, compute_metrics
 from segkit.models import SegModel, load_model
 from segkit.report import train_share, write_final_report
 from segkit.run_folder import Report, RunFolder
+from segkit.sliding import sliding_mask, slides
 
 SPLITS = ("train", "val", "test")
 
@@ -47,12 +48,19 @@ def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Acce
     net = accelerator.unwrap_model(model)  # DDP hides the model's attributes; eval needs no gradient sync
     cm = ConfusionMatrix(labels.num_classes, labels.ignore_index, device=accelerator.device)
     bar = tqdm(loader, desc="evaluate", leave=False, disable=not accelerator.is_local_main_process)
+    autocast = accelerator.autocast if mixed_precision else None
+    dataset = loader.dataset.dataset  # eval loaders hold a Subset: this process's share
     for batch in bar:
         targets = batch["labels"]
         sizes = [tuple(t.shape[-2:]) for t in targets]
-        autocast = accelerator.autocast if mixed_precision else None
-        for i, scores in scores_for(net, batch["pixel_values"], sizes, accelerator.device, autocast):
-            cm.update(scores.argmax(0), targets[i].to(accelerator.device))
+        whole = [i for i, (h, w) in enumerate(sizes) if not slides(net.input_spec, h, w)]
+        for k, scores in scores_for(net, [batch["pixel_values"][i] for i in whole], [sizes[i] for i in whole],
+                                    accelerator.device, autocast):
+            cm.update(scores.argmax(0), targets[whole[k]].to(accelerator.device))
+        for i in (i for i in range(len(sizes)) if i not in whole):  # far larger than the training crops
+            image, _ = dataset.raw(int(batch["index"][i]))
+            mask = sliding_mask(net, image, net.input_spec.window, device=accelerator.device, autocast=autocast)
+            cm.update(torch.from_numpy(mask).to(accelerator.device), targets[i].to(accelerator.device))
     matrix = accelerator.reduce(cm.matrix, reduction="sum")
     model.train(was_training)
     result = compute_metrics(matrix, labels)

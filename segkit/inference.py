@@ -36,26 +36,43 @@ def eval_transform(model: Any) -> EvalTransform:
     return EvalTransform(model.image_processor(), pad=model.input_spec.mode == "pad")
 
 
-def batch_scores(model: Any, pixels: torch.Tensor, out_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+def batch_scores(model: Any, pixels: torch.Tensor, out_sizes: Sequence[tuple[int, int]],
+                 flip: bool = False) -> list[torch.Tensor]:
     """Scores (C, H, W) for each image of one same-shaped batch (B, 3, h, w), at its `out_sizes`.
 
     A resized input maps as a whole onto its output. Any other input holds the image at its own
     size in its top-left corner (after `pad` mode's padding), so the scores are brought to the input
-    size and cropped to the image.
+    size and cropped to the image. Inputs smaller than the model takes, or off a patch model's
+    grid, are padded the same way. `flip` averages with the scores of the mirrored images.
     """
+    resized = model.input_spec.mode == "resize"
+    if flip:
+        mirrored = pixels.flip(-1) if resized else _mirror_corners(pixels, out_sizes)
+        pairs = zip(batch_scores(model, pixels, out_sizes), batch_scores(model, mirrored, out_sizes))
+        return [(a + b.flip(-1)) / 2 for a, b in pairs]
     h, w = pixels.shape[-2:]
-    if model.strict_size:
-        d = model.size_divisor  # bottom/right only: the image keeps the top-left corner cropped below
-        pixels = F.pad(pixels, (0, (-w) % d, 0, (-h) % d))
+    if not resized:
+        d = model.size_divisor if model.strict_size else 1
+        need_h, need_w = max(h, model.min_size), max(w, model.min_size)
+        # bottom/right only: the image keeps the top-left corner that the crop below takes
+        pixels = F.pad(pixels, (0, -(-need_w // d) * d - w, 0, -(-need_h // d) * d - h))
     scores = model(pixels).scores
-    if model.input_spec.mode == "resize":
-        return [upsample_scores(scores[i : i + 1], tuple(size))[0] for i, size in enumerate(out_sizes)]
+    if resized:
+        return [upsample_scores(scores[i: i + 1], tuple(size))[0] for i, size in enumerate(out_sizes)]
     out = []
     for i, (oh, ow) in enumerate(out_sizes):
-        one = scores[i : i + 1]
+        one = scores[i: i + 1]
         if (oh, ow) != tuple(pixels.shape[-2:]):  # padded: scores at input size, then the image's corner
             one = upsample_scores(one, tuple(pixels.shape[-2:]))[..., :oh, :ow]
         out.append(upsample_scores(one, (oh, ow))[0])
+    return out
+
+
+def _mirror_corners(pixels: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Each image mirrored inside its top-left (H, W) corner, the padding left where it is."""
+    out = pixels.clone()
+    for i, (h, w) in enumerate(sizes):
+        out[i, :, :h, :w] = pixels[i, :, :h, :w].flip(-1)
     return out
 
 
@@ -69,29 +86,37 @@ def group_by_shape(inputs: Sequence[torch.Tensor]) -> list[list[int]]:
 
 @torch.no_grad()
 def scores_for(model: Any, inputs: Sequence[torch.Tensor], out_sizes: Sequence[tuple[int, int]],
-               device: torch.device | str | None = None,
-               autocast: Callable[[], ContextManager] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+               device: torch.device | str | None = None, autocast: Callable[[], ContextManager] | None = None,
+               flip: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """(index, float scores (C, H, W)) for each transformed input (`eval_transform`), at its
     `out_sizes` (the label's, which is the original image's). Same-shaped inputs run as one batch,
     so results come group by group; the index says whose they are.
 
-    `autocast` makes a mixed-precision context (accelerate's `autocast`, or torch.autocast).
+    `autocast` makes a mixed-precision context (accelerate's `autocast`, or torch.autocast);
+    `flip` adds the mirrored image (test-time augmentation).
     """
     device = device or next(model.parameters()).device
     for group in group_by_shape(inputs):
         pixels = torch.stack([inputs[i] for i in group]).to(device)
         with autocast() if autocast is not None else nullcontext():
-            scores = batch_scores(model, pixels, [tuple(out_sizes[i]) for i in group])
+            scores = batch_scores(model, pixels, [tuple(out_sizes[i]) for i in group], flip)
         for i, s in zip(group, scores):
             yield i, s.float()
 
 
 def predict_masks(model: Any, images: Sequence[Image.Image], device: torch.device | str | None = None) -> list[np.ndarray]:
-    """(H, W) uint8 class-id masks for PIL images, each at its own size: the argmax of
-    `scores_for`, as evaluation computes it."""
+    """(H, W) uint8 class-id masks for PIL images, each at its own size, as evaluation computes
+    them: the argmax of `scores_for`, or sliding windows for an image far larger than the training
+    crops (segkit.sliding)."""
+    from segkit.sliding import sliding_mask, slides  # sliding builds on this module
+
     transform = eval_transform(model)
-    inputs = [transform(im) for im in images]
     masks: list[np.ndarray] = [np.empty(0)] * len(images)
-    for i, scores in scores_for(model, inputs, [(im.height, im.width) for im in images], device):
-        masks[i] = scores.argmax(0).to(torch.uint8).cpu().numpy()
+    whole = [i for i, im in enumerate(images) if not slides(model.input_spec, im.height, im.width)]
+    inputs = [transform(images[i]) for i in whole]
+    for k, scores in scores_for(model, inputs, [(images[i].height, images[i].width) for i in whole], device):
+        masks[whole[k]] = scores.argmax(0).to(torch.uint8).cpu().numpy()
+    for i in (i for i in range(len(images)) if i not in whole):
+        masks[i] = sliding_mask(model, images[i], model.input_spec.window,
+                                device=device or next(model.parameters()).device)
     return masks

@@ -49,3 +49,21 @@ def test_two_processes_train_and_score_like_one(tmp_path: Path):
     assert scores(tmp_path / "two-eval") == trained
     total = sum(c["gt_pixels"] for c in trained["per_class"].values())
     assert total == json.loads((out / "metrics.json").read_text())["num_pixels"] > 0
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_folder_to_predict(finished_run: Path, tmp_path: Path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(5):
+        Image.new("RGB", (40 + 8 * k, 48), (30 * k, 90, 160)).save(images / f"{k}.png")
+    run(ONE + ["predict", str(finished_run), str(images), "--output", str(tmp_path / "one"), "--workers", "0"])
+    run(LAUNCH + ["predict", str(finished_run), str(images), "--output", str(tmp_path / "two"), "--workers", "0"])
+    read = lambda folder: sorted((folder / "areas.csv").read_text().splitlines())  # noqa: E731
+    assert read(tmp_path / "two") == read(tmp_path / "one") and len(read(tmp_path / "one")) == 6
+    assert not list((tmp_path / "two").glob("areas.*.csv"))  # the processes' parts were merged
+    for k in range(5):
+        with Image.open(tmp_path / "one" / "masks" / f"{k}.png") as a, Image.open(tmp_path / "two" / "masks" / f"{k}.png") as b:
+            assert a.tobytes() == b.tobytes()

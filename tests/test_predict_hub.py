@@ -12,28 +12,6 @@ from PIL import Image
 from segkit.cli import main as cli
 
 
-def test_predict_folder_writes_masks_overlays_and_areas(finished_run, tmp_path):
-    images = tmp_path / "images"
-    (images / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(images / "a.jpg")
-    Image.fromarray(rng.integers(0, 255, (64, 64, 4), dtype=np.uint8), "RGBA").save(images / "sub" / "b.png")
-    out = tmp_path / "pred"
-    assert cli(["predict", str(finished_run), str(images), "--output", str(out), "--batch-size", "2"]) == 0
-
-    for rel, size in (("a.png", (90, 60)), ("sub/b.png", (64, 64))):
-        with Image.open(out / "masks" / rel) as mask:
-            assert mask.mode == "L" and mask.size == size  # each mask at its own image's size
-            assert set(np.unique(np.asarray(mask))) <= {0, 1, 2}
-        with Image.open(out / "overlays" / rel) as overlay:
-            assert overlay.width == size[0] and overlay.height >= size[1]
-    with open(out / "areas.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["image"] for r in rows] == ["a.png", "sub/b.png"]
-    for r in rows:
-        assert sum(float(r[c]) for c in ("background", "circle", "square")) == pytest.approx(1.0, abs=1e-4)
-
-
 def test_predict_reports_missing_folder(finished_run, tmp_path, capsys):
     assert cli(["predict", str(finished_run), str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err

@@ -1,9 +1,9 @@
 """DataLoaders: the training loader (seeded order and augmentation, or a stream) and the
 evaluation loader (this process's share of a split, never padded with repeats).
 
-Workers ignore Ctrl-C (the main process catches it and saves a checkpoint) and keep the thread
-counts of their libraries at one: the main process's torch threads own the cores, and every
-extra thread in a worker competes with them (`segkit.threads`).
+Workers ignore Ctrl-C (the main process catches it and saves a checkpoint) and run their
+libraries single-threaded: the main process's torch threads own the cores, and every extra thread
+in a worker competes with them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
@@ -22,10 +21,9 @@ from segkit.data.sampling import EpochSeededItems, EpochShuffle, RareClassSample
 
 
 def quiet_worker(_: int) -> None:
-    """Workers ignore Ctrl-C, and run OpenCV and torch single-threaded."""
+    """Workers ignore Ctrl-C: the main process catches it and saves a checkpoint instead. (torch
+    runs its workers single-threaded itself; OpenCV is set to one thread at import, augment.py.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def _stream_worker(worker_id: int) -> None:

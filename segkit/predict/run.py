@@ -1,0 +1,189 @@
+"""`segkit predict`: images in, masks, overlays and class areas out, for folders of any size.
+
+Decoding and the model's input transform run in DataLoader workers; same-shaped images run as
+one batch through the one inference path (`segkit.inference`), so masks are what evaluation
+computed. Images far larger than the training crops go through sliding windows (segkit.sliding),
+as in evaluation.
+Broken files are listed in failures.csv and skipped; finished images are skipped on a second run;
+under `accelerate launch` each process takes its share of the files.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from segkit.data.augment import EvalTransform
+from segkit.data.loaders import quiet_worker
+from segkit.inference import eval_transform, scores_for
+from segkit.models import SegModel, load_model
+from segkit.predict.inputs import InputImage, image_size, list_inputs, read_image
+from segkit.predict.outputs import PredictFolder
+from segkit.sliding import sliding_mask, slides
+
+
+@dataclass
+class PredictOptions:
+    batch_size: int = 4
+    """Images (or windows) per forward pass."""
+    workers: int = 2
+    """DataLoader processes that decode and transform images."""
+    alpha: float | None = 0.5
+    """Overlay tint strength; None writes no overlays."""
+    overwrite: bool = False
+    """Predict images that an earlier run finished, too."""
+    sliding: Literal["auto", "always", "never"] = "auto"
+    """auto: as evaluation does (segkit.sliding.slides); always / never override it."""
+    window: tuple[int, int] | None = None
+    """Sliding window (height, width); None takes the model's training crop."""
+    overlap: float = 0.25
+    flip: bool = False
+    """Average with the mirrored image's scores (test-time augmentation)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: fp32 on CPU (the reported figures), bf16 (or fp16) on GPUs."""
+    revision: str | None = None
+
+
+@dataclass
+class PredictResult:
+    processed: int
+    skipped: int
+    failed: int
+    output: Path
+
+
+class _Images(Dataset):
+    """Decodes and transforms one input in a worker; large images are only measured there (the
+    main process decodes them for sliding windows, so they cross no process boundary)."""
+
+    def __init__(self, items: list[InputImage], transform: EvalTransform, slide: Any, keep_image: bool) -> None:
+        self.items, self.transform, self.slide, self.keep_image = items, transform, slide, keep_image
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        try:
+            if self.slide(image_size(item.path)):
+                return {"item": item, "large": True}
+            image = read_image(item.path)
+            return {"item": item, "pixels": self.transform(image), "size": (image.height, image.width),
+                    "image": np.asarray(image) if self.keep_image else None}
+        except (OSError, ValueError) as e:
+            return {"item": item, "error": str(e)}
+
+
+def _slides(height_width: tuple[int, int], option: str, window: tuple[int, int] | None, spec: Any) -> bool:
+    """`auto` is evaluation's own rule (segkit.sliding.slides), so predict reproduces its figures."""
+    if option == "never" or window is None:
+        return False
+    return option == "always" or slides(spec, *height_width, window=window)
+
+
+def _autocast(choice: str, device: torch.device) -> Any:
+    if choice == "auto":
+        choice = "fp32" if device.type == "cpu" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if choice == "fp32":
+        return None
+    if choice == "fp16" and device.type == "cpu":
+        raise ValueError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU.")
+    dtype = torch.bfloat16 if choice == "bf16" else torch.float16
+    return partial(torch.autocast, device.type, dtype=dtype)
+
+
+def _window(model: SegModel, options: PredictOptions) -> tuple[int, int] | None:
+    if options.window:
+        return options.window
+    if options.sliding == "always" and model.input_spec.window is None:
+        raise ValueError("--sliding always: this model does not record its training crop; give --window HxW.")
+    return model.input_spec.window
+
+
+@torch.inference_mode()
+def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path,
+                   options: PredictOptions | None = None) -> PredictResult:
+    """Predict every image `inputs` names (files, folders, globs) into `output`."""
+    options = options or PredictOptions()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model = load_model(model_path, revision=options.revision).to(accelerator.device).eval()
+    out = PredictFolder(Path(output), model.labels,
+                        part=f".{accelerator.process_index}" if accelerator.num_processes > 1 else "")
+    items = list_inputs(inputs, Path(output))
+    done = set() if options.overwrite else out.done(items, options.alpha is not None)
+    remaining = [it for it in items if it.rel not in done]
+    todo = remaining[accelerator.process_index:: accelerator.num_processes]
+    accelerator.wait_for_everyone()  # every process reads the same folder before any writes to it
+    out.start(options.overwrite)
+    if options.overwrite and accelerator.num_processes > 1 and accelerator.is_main_process:
+        PredictFolder(Path(output), model.labels).start(overwrite=True)  # the shared files the parts join
+    window = _window(model, options)
+    autocast = _autocast(options.precision, accelerator.device)
+    decide = partial(_slides, option=options.sliding, window=window, spec=model.input_spec)
+    dataset = _Images(todo, eval_transform(model), decide, keep_image=options.alpha is not None)
+    loader = DataLoader(dataset, batch_size=options.batch_size, num_workers=options.workers, collate_fn=list,
+                        worker_init_fn=quiet_worker)
+    processed = failed = 0
+    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not accelerator.is_local_main_process)
+    with ThreadPoolExecutor(max_workers=1) as writer:  # PNG encoding overlaps the next batch's compute
+        pending = []
+        for batch in loader:
+            for b in batch:
+                if "error" in b:
+                    out.fail(b["item"], b["error"])
+                    failed += 1
+            whole = [b for b in batch if "pixels" in b]
+            for i, scores in scores_for(model, [b["pixels"] for b in whole], [b["size"] for b in whole],
+                                        accelerator.device, autocast, options.flip):
+                mask = scores.argmax(0).to(torch.uint8).cpu().numpy()
+                image = Image.fromarray(whole[i]["image"]) if whole[i]["image"] is not None else None
+                pending.append(writer.submit(out.write, whole[i]["item"], image, mask, options.alpha))
+                processed += 1
+            for b in (b for b in batch if b.get("large")):
+                try:
+                    image = read_image(b["item"].path)
+                except (OSError, ValueError) as e:
+                    out.fail(b["item"], str(e))
+                    failed += 1
+                    continue
+                mask = sliding_mask(model, image, window, options.overlap, options.batch_size, accelerator.device,
+                                    autocast, options.flip)
+                pending.append(writer.submit(out.write, b["item"], image, mask, options.alpha))
+                processed += 1
+            bar.update(len(batch))
+            for f in [f for f in pending if f.done()]:
+                f.result()  # surfaces a failed write now, not at the end
+                pending.remove(f)
+        for f in pending:
+            f.result()
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1 and accelerator.is_main_process:
+        _merge_parts(Path(output), model)
+    return PredictResult(processed, len(items) - len(remaining), failed, Path(output))
+
+
+def _merge_parts(root: Path, model: SegModel) -> None:
+    """Under several processes each wrote its own CSV files: append them to the shared ones."""
+    main = PredictFolder(root, model.labels)
+    main.start(overwrite=False)
+    for part in sorted(root.glob("areas.*.csv")) + sorted(root.glob("failures.*.csv")):
+        target = main.areas if part.name.startswith("areas") else main.failures
+        with open(part, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        with open(target, "a", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.remove(part)

@@ -164,6 +164,10 @@ class ModelConfig:
     size: str | None = None
     """Build from a config with random weights instead: `tiny` for tests, or a named size
     (segformer b0..b5; maskformer/mask2former swin-tiny/swin-base; vit small/base)."""
+    head_init: Literal["checkpoint", "random"] = "checkpoint"
+    """A checkpoint trained for other classes: build each new class's classifier row from the
+    checkpoint rows of the source classes it is made of (when any chosen class is among them), or
+    start the classifier at random."""
     head: Literal["linear", "multilevel"] = "multilevel"
     """`vit` family: a linear head on patch tokens, or a head fed by several encoder layers."""
     freeze_backbone: bool = False
@@ -231,6 +235,9 @@ class TrainConfig:
     """`auto` picks bf16 on GPUs that have it, else no. fp16 needs a GPU."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
+    eval_at_start: bool | None = None
+    """Score val before the first step (start.json). None does it when the classifier was built
+    from a checkpoint's rows, to show where training starts."""
     checkpoint_every: int = 0
     """Save a resumable checkpoint every N optimizer steps; 0 saves one at each evaluation."""
     keep_last: int = 2

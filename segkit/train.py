@@ -26,15 +26,19 @@ from segkit.config import InputSpec, Recipe, TrainConfig, save_recipe
 from segkit.data import DataBundle, build_data, load_source, select_classes
 from segkit.data.loaders import build_train_loader, eval_loader
 from segkit.evaluation import evaluate, report_splits
-from segkit.inference import eval_transform
+from segkit.inference import eval_transform, group_by_shape
 from segkit.losses import SegLoss, build_loss, describe_loss
 from segkit.models import SegModel, build_model, load_model, upsample_scores
+from segkit.models.head_init import carries, describe, install
 from segkit.optim import build_optimizer, build_scheduler
 from segkit.report import summary_line
 from segkit.run_folder import RunFolder, replace_dir, temp_dir_for, write_json
 from segkit.runtime import StopRequest, make_accelerator, size_threads
 
 log = logging.getLogger("segkit")
+
+HEAD_FIT_IMAGES = 16
+"""Training images whose features fit a classifier built from the checkpoint's (head_init.py)."""
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Trainer:
     epochs: int
     state: TrainerState
     stop: StopRequest
+    eval_at_start: bool = False
+    """Score val before the first step (a classifier built from the checkpoint's has a starting point)."""
 
     @property
     def cfg(self) -> TrainConfig:
@@ -85,6 +91,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     model = build_model(recipe.model, selection.labels, recipe.loss, InputSpec.from_augment(recipe.augment))
     data = build_data(recipe, model.image_mean, model.image_std, source=source, selection=selection,
                       eval_transform=eval_transform(model))
+    head = carry_head(model, data, recipe) if not resume else None
     accelerator = make_accelerator(cfg, run, find_unused=model.has_own_loss)
     # torchrun (under accelerate launch) says how many processes share this machine
     threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
@@ -92,7 +99,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     if accelerator.is_main_process:
         save_recipe(recipe, run.recipe)
         write_json(run.stats, data.stats.to_dict())
-        print(banner(recipe, data, model, accelerator, criterion, threads), flush=True)
+        print(banner(recipe, data, model, accelerator, criterion, threads, head), flush=True)
 
     loader, items, sampler = build_train_loader(data, cfg)
     batch = cfg.eval_batch_size or cfg.batch_size
@@ -120,8 +127,9 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
         log.info("resumed from %s at step %d", ckpt, state.step)
     if cfg.tracker != "none":
         accelerator.init_trackers("logs", config=_flat_config(recipe))
+    start_eval = cfg.eval_at_start if cfg.eval_at_start is not None else bool(head and "from the checkpoint" in head)
     return Trainer(recipe, run, accelerator, prepared, optimizer, scheduler, criterion, loader, items, sampler,
-                   val_loader, data, total_steps, epochs, state, StopRequest())
+                   val_loader, data, total_steps, epochs, state, StopRequest(), start_eval)
 
 
 def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
@@ -135,8 +143,26 @@ def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
     return max(1, round(cfg.epochs * steps_per_epoch)), math.ceil(cfg.epochs)
 
 
+def carry_head(model: SegModel, data: DataBundle, recipe: Recipe) -> str | None:
+    """Build the new classifier from the checkpoint's rows for the chosen classes (head_init.py),
+    fitted on the features of a few training images; a line for the banner."""
+    carried, model.carried_head = model.carried_head, None
+    if carried is None:
+        return None
+    rows = carried.rows_for(data.labels)
+    if not carries(rows, data.labels):
+        chosen = ", ".join(data.labels.names[c] for c in data.labels.foreground_ids)
+        return f"random classifier: none of {chosen} is a class of the checkpoint; its other weights carry over"
+    split = data.val if isinstance(data.train, IterableDataset) else data.train  # a stream has no .raw
+    transform = eval_transform(model)
+    inputs = [transform(split.raw(i)[0]) for i in range(min(HEAD_FIT_IMAGES, len(split)))]
+    install(model, carried, rows, (torch.stack([inputs[i] for i in g]) for g in group_by_shape(inputs)),
+            seed=recipe.train.seed)
+    return describe(rows, carried, data.labels)
+
+
 def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accelerator, criterion: SegLoss | None,
-           threads: str) -> str:
+           threads: str, head: str | None = None) -> str:
     """What is about to run, including each class's share of training pixels: a class at 0.3%
     explains a weak IoU before any training happens."""
     sizes = ", ".join(f"{s} {len(d) if hasattr(d, '__len__') else 'streamed'}"
@@ -152,6 +178,7 @@ def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accel
         f"  data     {recipe.data.format}: {sizes} images",
         f"  classes  share of labelled training pixels: {classes}",
         f"  model    {recipe.model.family} ({origin}), {params:.2f} M parameters",
+        *([f"  head     {head}"] if head else []),
         f"  device   {accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
         + (f", {threads}" if accelerator.device.type == "cpu" else ""),
         f"  {loss}",
@@ -213,6 +240,18 @@ def run_eval(t: Trainer) -> None:
         tqdm.write(f"step {t.state.step}: val {summary_line(metrics)}" + ("  (best)" if improved else ""))
 
 
+def start_eval(t: Trainer) -> None:
+    """Where training starts from: scored on val before step 1, kept in start.json. Not a candidate
+    for the best model: training is what the run is for."""
+    metrics = evaluate(t.model, t.val_loader, t.data.labels, t.accelerator, mixed_precision=True)
+    if t.accelerator.is_main_process:
+        per_class = {n: c["iou"] for n, c in metrics["per_class"].items()}
+        write_json(t.run.start, {k: v for k, v in metrics.items() if k != "matrix"})
+        t.run.log({"step": 0, "epoch": 0, "eval": {f"val/strict_{k}": v for k, v in metrics["strict"].items()},
+                   "per_class_iou": per_class, "best": False})
+        tqdm.write(f"step 0 (before training): val {summary_line(metrics)}")
+
+
 def export_model(t: Trainer) -> None:
     """Write the current weights to model/ (Hugging Face layout), replacing it atomically."""
     t.accelerator.wait_for_everyone()
@@ -259,6 +298,10 @@ def fit(t: Trainer) -> str:
     t.model.train()
     bar = tqdm(total=t.total_steps, initial=s.step, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
     batch_images = t.cfg.batch_size * acc.num_processes
+    if t.eval_at_start and s.step == 0 and t.val_loader is not None:
+        start_eval(t)
+    if acc.is_main_process:
+        t.run.log({"step": s.step, "event": "start"})  # with "end": the training's wall time
     while s.epoch < t.epochs and s.step < t.total_steps:
         for obj in (t.sampler, t.items, t.loader):
             if obj is not None:
@@ -286,6 +329,8 @@ def fit(t: Trainer) -> str:
         if t.cfg.early_stopping and s.evals_since_best >= t.cfg.early_stopping:
             bar.close()
             return "early_stop"
+    if acc.is_main_process:
+        t.run.log({"step": s.step, "event": "end"})
     if s.last_eval_step != s.step:
         run_eval(t)  # the budget ended between scheduled evaluations
     if not t.run.checkpoint(s.step).is_dir():

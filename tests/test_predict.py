@@ -182,7 +182,7 @@ MEMORY_CHECK = textwrap.dedent("""
                         spec=InputSpec("none", window=(512, 512))).eval()
     side = int(sys.argv[1])
     image = Image.new("RGB", (side, side), (90, 120, 60))
-    mask = sliding_mask(model, image, (512, 512), overlap=0.25, batch=2)
+    mask = sliding_mask(model, image, (512, 512), overlap=0.0, batch=4)
     assert mask.shape == (side, side)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """)
@@ -191,10 +191,11 @@ MEMORY_CHECK = textwrap.dedent("""
 @pytest.mark.slow
 def test_a_huge_image_predicts_in_bounded_memory(tmp_path: Path):
     """A 10,000 x 10,000 px picture: the picture itself is 300 MB and its mask 100 MB; the scores
-    of a whole image would be 1.2 GB (3 classes, float32). Peak RSS stays under 1.5 GB."""
+    of a whole image would be 1.2 GB (3 classes, float32). Peak RSS stays under 1.5 GB. (No
+    overlap keeps the run short; overlap changes the number of windows, not the memory.)"""
     script = tmp_path / "memory.py"
     script.write_text(MEMORY_CHECK)
-    env = {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, str(script), "10000"], capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     peak_mb = int(done.stdout.strip().splitlines()[-1])

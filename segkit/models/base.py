@@ -58,6 +58,9 @@ class SegModel(nn.Module):
         self.strict_size = strict_size
         """True when inputs that are not multiples of `size_divisor` are refused (ViT patches)."""
         self.channels_last = False
+        self.carried_head: Any = None
+        """The checkpoint's classifier for other classes (models/head_init.py), until training
+        builds the new head from it; None otherwise."""
         self.set_input_spec(input_spec or InputSpec("none"))
 
     # -- what each family provides -------------------------------------------------------------

@@ -16,6 +16,7 @@ from segkit.config import InputSpec
 from segkit.hub_errors import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel
+from segkit.models.head_init import CarriedHead
 
 log = logging.getLogger("segkit.models")
 
@@ -135,19 +136,26 @@ def read_checkpoint_config(checkpoint: str, family: str, example: str) -> dict[s
 
 
 def load_for_labels(hf_cls: Any, checkpoint: str, config_dict: dict[str, Any], labels: LabelSet,
-                    classifier: str, **overrides: Any) -> nn.Module:
+                    classifier: str, carry: bool = True, **overrides: Any) -> tuple[nn.Module, CarriedHead | None]:
     """from_pretrained with a classifier for `labels`; log which weights start fresh.
 
     The head is kept only when the checkpoint was trained on exactly these class names in this
-    order; a head of the same size but for other classes is re-initialised too, since its rows
-    would mean the wrong classes.
+    order. Otherwise it is replaced (a head of the same size but for other classes too, since its
+    rows would mean the wrong classes), and with `carry` the checkpoint's classifier comes back
+    beside the model, for `head_init` to build the new rows from.
     """
+    trained = LabelSet.from_config(config_dict)
+    carried = None
+    if carry and trained.names != labels.names and config_dict.get("id2label"):
+        original = hf_cls.from_pretrained(checkpoint, **overrides)  # its own head, to keep aside
+        carried = CarriedHead.of(original.get_submodule(classifier), trained)
+        del original
     # num_labels sizes the head; the names are written by HFSegModel (LabelSet.write_to), once.
     model, info = hf_cls.from_pretrained(checkpoint, num_labels=labels.num_classes, ignore_mismatched_sizes=True,
                                          output_loading_info=True, **overrides)
     fresh = set(info.get("missing_keys", ())) | {k[0] for k in info.get("mismatched_keys", ())}
     head_is_new = any(k.startswith(classifier + ".") for k in fresh)
-    if not head_is_new and keep_or_reset_head(model, classifier, LabelSet.from_config(config_dict), labels, checkpoint):
+    if not head_is_new and keep_or_reset_head(model, classifier, trained, labels, checkpoint):
         fresh |= {f"{classifier}.{n}" for n, _ in model.get_submodule(classifier).named_parameters()}
     params = dict(model.named_parameters())
     fresh = {k for k in fresh if k in params}  # buffers such as MaskFormer's loss weights are rebuilt anyway
@@ -156,7 +164,7 @@ def load_for_labels(hf_cls: Any, checkpoint: str, config_dict: dict[str, Any], l
         shown = ", ".join(modules[:8]) + (f" (+{len(modules) - 8} more)" if len(modules) > 8 else "")
         log.info("%s: %d weight tensors re-initialised for the %d chosen classes: %s",
                  checkpoint, len(fresh), labels.num_classes, shown)
-    return model
+    return model, carried
 
 
 def keep_or_reset_head(model: nn.Module, classifier: str, trained: LabelSet, wanted: LabelSet, where: str) -> bool:

@@ -152,9 +152,10 @@ class _QuerySeg(HFSegModel):
             seg = cls(model, labels, cls._processor(None), spec, **SIZE_RULES)
         else:
             config_dict = read_checkpoint_config(cfg.checkpoint, cls.family, cls.default_checkpoint)
-            model = load_for_labels(hf_cls, cfg.checkpoint, config_dict, labels,
-                                    classifier="class_predictor", **overrides)
+            model, carried = load_for_labels(hf_cls, cfg.checkpoint, config_dict, labels, classifier="class_predictor",
+                                             carry=cfg.head_init == "checkpoint", **overrides)
             seg = cls(model, labels, cls._processor(cfg.checkpoint), spec, **SIZE_RULES)
+            seg.carried_head = carried
         seg._sync_loss_weights()
         return seg
 

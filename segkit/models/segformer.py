@@ -76,9 +76,11 @@ class SegformerSeg(HFSegModel):
             return cls(model, labels, _processor(None), spec, **SIZE_RULES)
         config_dict = read_checkpoint_config(cfg.checkpoint, "segformer", DEFAULT_CHECKPOINT)
         # mit-b* are encoder-only (ImageNet) checkpoints: the whole decode head starts fresh.
-        model = load_for_labels(SegformerForSemanticSegmentation, cfg.checkpoint, config_dict, labels,
-                                classifier="decode_head.classifier")
-        return cls(model, labels, _processor(cfg.checkpoint), spec, **SIZE_RULES)
+        model, carried = load_for_labels(SegformerForSemanticSegmentation, cfg.checkpoint, config_dict, labels,
+                                         classifier="decode_head.classifier", carry=cfg.head_init == "checkpoint")
+        seg = cls(model, labels, _processor(cfg.checkpoint), spec, **SIZE_RULES)
+        seg.carried_head = carried
+        return seg
 
     @classmethod
     def load(cls, path: str | Path, **hub: Any) -> "SegformerSeg":

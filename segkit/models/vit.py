@@ -29,6 +29,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NA
 from segkit.config import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput
+from segkit.models.head_init import CarriedHead
 from segkit.models.hf import HFSegModel, keep_or_reset_head, read_checkpoint_config
 from segkit.models.hub import resolve_model_dir
 from segkit.models.vit_linear import ViTLinearSeg, encoder_from_config
@@ -208,11 +209,17 @@ class ViTSeg(SegModel):
 
 def _retarget(saved: SegModel, cfg: ModelConfig, labels: LabelSet, spec: InputSpec) -> SegModel:
     """A saved vit model for (perhaps) other classes: keep the head for the same classes, else a
-    fresh classifier; the recipe's head type must match the saved one."""
+    fresh classifier (its old rows kept aside for head_init); the recipe's head type must match."""
     kind = "linear" if isinstance(saved, ViTLinearSeg) else "multilevel"
     if kind != cfg.head:
         raise ModelError(f"model.checkpoint '{cfg.checkpoint}' has a {kind} head; set model.head: {kind}.")
+    carried = None
+    if cfg.head_init == "checkpoint" and saved.labels.names != labels.names:
+        carried = CarriedHead.of(saved.get_submodule(saved.classifier_name), saved.labels)
     if isinstance(saved, ViTLinearSeg):
-        return saved.for_labels(labels, spec)
-    keep_or_reset_head(saved.model, "decode_head.classifier", saved.labels, labels, str(cfg.checkpoint))
-    return UperNetViTSeg(saved.model, labels, saved.image_processor(), spec)
+        model: SegModel = saved.for_labels(labels, spec)
+    else:
+        keep_or_reset_head(saved.model, "decode_head.classifier", saved.labels, labels, str(cfg.checkpoint))
+        model = UperNetViTSeg(saved.model, labels, saved.image_processor(), spec)
+    model.carried_head = carried
+    return model

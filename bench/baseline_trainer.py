@@ -69,7 +69,7 @@ class StepClock(TrainerCallback):
 
 def steady_rate(times: list[float], batch: int) -> float:
     """Images per second after the first 10% of steps (worker start-up, allocator warm-up)."""
-    start = max(1, len(times) // 10)
+    start = max(1, len(times) // 10) if len(times) > 3 else 0  # a very short run leaves nothing out
     return batch * (len(times) - 1 - start) / (times[-1] - times[start]) if len(times) > start + 1 else float("nan")
 
 

@@ -13,13 +13,13 @@ wait on each other, while one thread just runs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
 import torch
 
+from common import parser, record  # noqa: I001  (bench/ is on the path)
 from segkit.metrics import ConfusionMatrix
 
 IGNORE = 255
@@ -87,13 +87,15 @@ def try_evaluate(preds, targets, classes: int) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--masks", type=int, default=100)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--classes", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-evaluate", action="store_true", help="skip the (slow to import) evaluate try")
     args = ap.parse_args()
+    if args.smoke:
+        args.masks, args.size, args.classes, args.repeats, args.no_evaluate = 3, 64, 5, 1, True
     c = args.classes
     preds, targets = make_masks(args.masks, args.size, c)
     print(f"{args.masks} masks of {args.size}², {c} classes, ignore {IGNORE}; best of {args.repeats}")
@@ -123,6 +125,8 @@ def main() -> None:
     best = min(t_cm, t_cm1)
     for name, t in rows:
         print(f"{name:24s} {t * 1000:8.0f} ms   {t / best:6.1f}x the fastest segkit run")
+        record(args.jsonl, "metrics", smoke=args.smoke, method=name, masks=args.masks, size=args.size, classes=c,
+               seconds=t, ratio_to_fastest=t / best)
 
 
 if __name__ == "__main__":

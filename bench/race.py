@@ -50,7 +50,9 @@ def segkit_log(run: Path) -> tuple[float, float, int]:
     start = next(r["time"] for r in records if r.get("event") == "start")
     end = next(r for r in records if r.get("event") == "end")
     logged = [r for r in records if "loss" in r]
-    first = logged[max(0, len(logged) // 10)]  # the first 10% left out, as for the baseline
+    if len(logged) < 3:  # a run too short to leave a start-up out of
+        return end["time"] - start, 8 * end["step"] / (end["time"] - start), end["step"]
+    first = logged[len(logged) // 10]  # the first 10% left out, as for the baseline
     rate = 8 * (logged[-1]["step"] - first["step"]) / (logged[-1]["time"] - first["time"])
     return end["time"] - start, rate, end["step"]
 

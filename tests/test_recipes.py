@@ -36,7 +36,7 @@ ADE20K_OTHER_IDS = [0, 1, 4, 6]  # other (unannotated), wall, floor, ceiling
 SIDEWALK_IDS = {"person": 8, "car": 10, "bicycle": 15, "traffic sign": 26}
 SIDEWALK_OTHER_IDS = [0, 1, 2, 30]  # unlabeled, flat-road, flat-sidewalk, sky
 CAMVID_IDS = {"sign_symbol": 6, "car": 8, "pedestrian": 9, "bicyclist": 10}
-CAMVID_OTHER_IDS = [0, 1, 3, 11]  # sky, building, road, unlabelled
+CAMVID_OTHER_IDS = [0, 1, 2, 3, 4, 5, 7, 11]  # every other class (the 11-class recipe scores them all)
 
 rng = np.random.default_rng(0)
 

@@ -151,3 +151,35 @@ def test_random_head_init_and_unknown_classes_start_at_random(checkpoint, tmp_pa
                           train={"max_steps": 1, "tracker": "none", "num_overlays": 0})
     assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "b")]) == 0
     assert "random classifier: none of circle is a class of the checkpoint" in capsys.readouterr().out
+
+
+# id2label of the ADE20K checkpoints (nvidia/segformer-*-finetuned-ade-*, facebook/maskformer-swin-*-ade),
+# as their config.json files publish it: objectInfo150's first names, "bed " with its space.
+ADE_CHECKPOINT_NAMES = (
+    "wall|building|sky|floor|tree|ceiling|road|bed |windowpane|grass|cabinet|sidewalk|person|earth|door|table|"
+    "mountain|plant|curtain|chair|car|water|painting|sofa|shelf|house|sea|mirror|rug|field|armchair|seat|fence|desk|"
+    "rock|wardrobe|lamp|bathtub|railing|cushion|base|box|column|signboard|chest of drawers|counter|sand|sink|"
+    "skyscraper|fireplace|refrigerator|grandstand|path|stairs|runway|case|pool table|pillow|screen door|stairway|"
+    "river|bridge|bookcase|blind|coffee table|toilet|flower|book|hill|bench|countertop|stove|palm|kitchen island|"
+    "computer|swivel chair|boat|bar|arcade machine|hovel|bus|towel|light|truck|tower|chandelier|awning|streetlight|"
+    "booth|television receiver|airplane|dirt track|apparel|pole|land|bannister|escalator|ottoman|bottle|buffet|"
+    "poster|stage|van|ship|fountain|conveyer belt|canopy|washer|plaything|swimming pool|stool|barrel|basket|"
+    "waterfall|tent|bag|minibike|cradle|oven|ball|food|step|tank|trade name|microwave|pot|animal|bicycle|lake|"
+    "dishwasher|screen|blanket|sculpture|hood|sconce|vase|traffic light|tray|ashcan|fan|pier|crt screen|plate|"
+    "monitor|bulletin board|shower|radiator|glass|clock|flag").split("|")
+
+
+def test_the_ade20k_recipe_carries_every_row_of_an_ade_checkpoint():
+    """The ADE20K preset's names are the ADE checkpoints' names: the five chosen classes take their
+    own rows and background is built from all 145 others."""
+    from segkit.data.source import Source
+    from segkit.data.sources import ADE20K_NAMES
+
+    names = {0: "other"} | {i + 1: n.split(";")[0] for i, n in enumerate(ADE20K_NAMES)}
+    aliases = {i + 1: n.split(";")[1:] for i, n in enumerate(ADE20K_NAMES)}
+    source = Source({}, names, [0], "ade20k", aliases)
+    selection = select_classes(source, ClassesConfig(select=["windowpane", "person", "door", "table", "painting"]))
+    checkpoint = LabelSet(tuple(ADE_CHECKPOINT_NAMES))
+    rows = CarriedHead(torch.zeros(151, 4), torch.zeros(151), checkpoint).rows_for(selection.labels)
+    assert rows[1:] == [[8], [12], [14], [15], [22]]
+    assert len(rows[0]) == 145 and not set(rows[0]) & {8, 12, 14, 15, 22}

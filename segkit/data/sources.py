@@ -81,7 +81,7 @@ ADE20K_NAMES = (
     "bus;autobus;coach;charabanc;double-decker;jitney;motorbus;motorcoach;omnibus;passenger vehicle|"
     "towel|light;light source|truck;motortruck|tower|chandelier;pendant;pendent|"
     "awning;sunshade;sunblind|streetlight;street lamp|booth;cubicle;stall;kiosk|"
-    "television;television receiver;television set;tv;tv set;idiot box;boob tube;telly;goggle box|"
+    "television receiver;television;television set;tv;tv set;idiot box;boob tube;telly;goggle box|"
     "airplane;aeroplane;plane|dirt track|apparel;wearing apparel;dress;clothes|pole|"
     "land;ground;soil|bannister;banister;balustrade;balusters;handrail|"
     "escalator;moving staircase;moving stairway|ottoman;pouf;pouffe;puff;hassock|bottle|"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("bench_*.py")) + ["race.py", "baseline_trainer.py"]
+SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("*.py") if p.name != "common.py")
 
 
 def run(script: str, tmp_path: Path, *extra: str) -> list[dict]:
@@ -26,7 +26,7 @@ def run(script: str, tmp_path: Path, *extra: str) -> list[dict]:
 
 def test_every_script_is_smoke_tested():
     tested = {"bench_metrics.py", "bench_data.py", "bench_train_step.py", "bench_gpu.py", "bench_predict.py",
-              "bench_head_init.py", "race.py", "baseline_trainer.py"}
+              "bench_head_init.py", "race.py", "baseline_trainer.py", "profile_step.py"}
     assert set(SCRIPTS) <= tested, f"add a smoke test for {set(SCRIPTS) - tested}"
 
 
@@ -48,7 +48,9 @@ def test_metrics_script(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_data_and_predict_scripts(shared_data: Path, tmp_path: Path):
+def test_data_predict_and_profile_scripts(shared_data: Path, tmp_path: Path):
+    profile = run("profile_step.py", tmp_path)
+    assert [r["precision"] for r in profile] == ["fp32", "bf16"] and all(r["total_s"] > 0 for r in profile)
     data = run("bench_data.py", tmp_path)
     assert [r["workers"] for r in data if r["bench"] == "data_pipeline"] == [0, 1, 2]
     predict = [r for r in run("bench_predict.py", tmp_path) if r["bench"] == "predict"]

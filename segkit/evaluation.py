@@ -26,6 +26,7 @@ from segkit.inference import eval_transform, scores_for
 from segkit.labels import LabelSet, check_same_labels
 from segkit.metrics import ConfusionMatrix, compute_metrics
 from segkit.models import SegModel, load_model
+from segkit.models.hub import looks_local
 from segkit.report import train_share, write_final_report
 from segkit.run_folder import Report, RunFolder
 from segkit.sliding import sliding_mask, slides
@@ -104,5 +105,10 @@ def evaluate_saved(model_path: str | Path, recipe: Recipe, split: str, out_dir: 
         available = [s for s in SPLITS if getattr(data, s, None) is not None]
         raise ValueError(f"--split {split}: this recipe's data has no such split. Available: {', '.join(available)}")
     path = Path(model_path)
-    report = Report(out_dir) if out_dir else RunFolder(path if path.name != "model" else path.parent).eval_report(split)
+    if out_dir:
+        report = Report(out_dir)
+    elif looks_local(model_path):
+        report = RunFolder(path if path.name != "model" else path.parent).eval_report(split)
+    else:  # a Hub id: a folder here named after it
+        report = Report(Path(f"eval-{str(model_path).replace('/', '--')}-{split}"))
     return report_splits(model, data, [split], report, accelerator, recipe, {"model": str(model_path)})

@@ -91,7 +91,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     model = build_model(recipe.model, selection.labels, recipe.loss, InputSpec.from_augment(recipe.augment))
     data = build_data(recipe, model.image_mean, model.image_std, source=source, selection=selection,
                       eval_transform=eval_transform(model))
-    head = carry_head(model, data, recipe) if not resume else None
+    head, carried = carry_head(model, data, recipe) if not resume else (None, False)
     accelerator = make_accelerator(cfg, run, find_unused=model.has_own_loss)
     # torchrun (under accelerate launch) says how many processes share this machine
     threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
@@ -127,9 +127,9 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
         log.info("resumed from %s at step %d", ckpt, state.step)
     if cfg.tracker != "none":
         accelerator.init_trackers("logs", config=_flat_config(recipe))
-    start_eval = cfg.eval_at_start if cfg.eval_at_start is not None else bool(head and "from the checkpoint" in head)
+    at_start = cfg.eval_at_start if cfg.eval_at_start is not None else carried
     return Trainer(recipe, run, accelerator, prepared, optimizer, scheduler, criterion, loader, items, sampler,
-                   val_loader, data, total_steps, epochs, state, StopRequest(), start_eval)
+                   val_loader, data, total_steps, epochs, state, StopRequest(), at_start)
 
 
 def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
@@ -143,22 +143,23 @@ def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
     return max(1, round(cfg.epochs * steps_per_epoch)), math.ceil(cfg.epochs)
 
 
-def carry_head(model: SegModel, data: DataBundle, recipe: Recipe) -> str | None:
+def carry_head(model: SegModel, data: DataBundle, recipe: Recipe) -> tuple[str | None, bool]:
     """Build the new classifier from the checkpoint's rows for the chosen classes (head_init.py),
-    fitted on the features of a few training images; a line for the banner."""
+    fitted on the features of a few training images. Returns a line for the banner (None when
+    there was no other head to start from) and whether rows were carried over."""
     carried, model.carried_head = model.carried_head, None
     if carried is None:
-        return None
+        return None, False
     rows = carried.rows_for(data.labels)
     if not carries(rows, data.labels):
         chosen = ", ".join(data.labels.names[c] for c in data.labels.foreground_ids)
-        return f"random classifier: none of {chosen} is a class of the checkpoint; its other weights carry over"
+        return f"random classifier: none of {chosen} is a class of the checkpoint; its other weights carry over", False
     split = data.val if isinstance(data.train, IterableDataset) else data.train  # a stream has no .raw
     transform = eval_transform(model)
     inputs = [transform(split.raw(i)[0]) for i in range(min(HEAD_FIT_IMAGES, len(split)))]
     install(model, carried, rows, (torch.stack([inputs[i] for i in g]) for g in group_by_shape(inputs)),
             seed=recipe.train.seed)
-    return describe(rows, carried, data.labels)
+    return describe(rows, carried, data.labels), True
 
 
 def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accelerator, criterion: SegLoss | None,

@@ -8,15 +8,13 @@ closest), wrong types and out-of-range values, collects every problem and raises
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
+from segkit.config_fields import build_section
 from segkit.run_folder import write_text
 
 MODEL_FAMILIES = ("segformer", "maskformer", "mask2former", "vit")
@@ -112,8 +110,9 @@ class AugmentConfig:
     """Maximum random rotation in degrees; 0 turns it off."""
     color_jitter: float = 0.0
     """Strength of brightness/contrast/saturation jitter; 0 turns it off."""
-    cat_max_ratio: float = 1.0
-    """Retry the crop until no single class covers more than this share of it (1.0 = off)."""
+    cat_max_ratio: float | Literal["auto"] = "auto"
+    """Retry the crop until no single class covers more than this share of it (1.0 = off). `auto`:
+    0.75 when others become background (crops of background alone teach little), else off."""
     eval_mode: Literal["resize", "pad", "none"] = "resize"
     """Evaluation input: resize to `eval_size`, pad to a multiple of 32, or unchanged. Labels are
     never resized; predictions are upsampled to them."""
@@ -187,8 +186,9 @@ class LossConfig:
     name: Literal["ce", "ohem", "focal"] = "ce"
     """Pixel loss for families without their own: cross-entropy, online hard-example mining, or
     focal loss. MaskFormer/Mask2Former use their own set loss and ignore this."""
-    class_weights: str | list[float] | None = None
-    """`inverse`, `sqrt_inverse` or `enet` (from training pixel counts), a list, or None."""
+    class_weights: str | list[float] | None = "auto"
+    """`inverse`, `sqrt_inverse` or `enet` (from training pixel counts), a list, or None. `auto`:
+    sqrt_inverse when others become background (it then holds most pixels), else None."""
     dice: float = 0.0
     """Weight of a Dice term added to the pixel loss; 0 turns it off."""
     lovasz: float = 0.0
@@ -252,8 +252,9 @@ class TrainConfig:
     """Log loss and lr every N optimizer steps."""
     tracker: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     """Experiment tracker through accelerate."""
-    sampler: Literal["uniform", "rare"] = "uniform"
-    """`rare` draws images with rare classes more often (weights from class statistics)."""
+    sampler: Literal["uniform", "rare", "auto"] = "auto"
+    """`rare` draws images with rare classes more often (weights from class statistics). `auto`:
+    rare when others become background, else uniform."""
     sampler_power: float = 0.5
     """`rare` sampler: image weight grows with (1 / class frequency) ** power."""
     num_overlays: int = 8
@@ -273,78 +274,6 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    """Structural check of a YAML value against a field annotation."""
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if origin is dict:
-        k, v = typing.get_args(tp) or (Any, Any)
-        return isinstance(value, dict) and all(_type_ok(a, k) and _type_ok(b, v) for a, b in value.items())
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def _yaml_float(value: Any, tp: Any) -> Any:
-    """PyYAML reads `1e-4` (no dot) as a string; accept it wherever a number is expected."""
-    if isinstance(value, str) and _type_ok(1.5, tp) and not _type_ok(value, tp):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _build_section(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        errors.append(f"{prefix or 'recipe'}: expected a mapping of settings, got {values!r}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    dot = f"{prefix}." if prefix else ""
-    for key, value in values.items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" Did you mean '{dot}{close[0]}'?" if close else f" Valid keys: {', '.join(known)}."
-            errors.append(f"{dot}{key}: unknown setting.{hint}")
-            continue
-        tp = hints[key]
-        value = _yaml_float(value, tp)
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build_section(tp, value, f"{dot}{key}", errors)
-        elif not _type_ok(value, tp):
-            errors.append(f"{dot}{key}: expected {_describe(tp)}, got {value!r}")
-        else:
-            kwargs[key] = float(value) if tp is float else value
-    return cls(**kwargs)
 
 
 def _check_ranges(r: Recipe, errors: list[str]) -> None:
@@ -393,10 +322,37 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
         need(v is None or v >= 1, f"classes.{cap}: must be >= 1, or null for no cap")
 
 
+RARE_CLASS_DEFAULTS = {"augment.cat_max_ratio": (0.75, 1.0), "loss.class_weights": ("sqrt_inverse", None),
+                       "train.sampler": ("rare", "uniform")}
+"""The `auto` settings: (value when others become background, value otherwise)."""
+
+
+def resolve_auto(recipe: Recipe) -> str | None:
+    """Turn `auto` settings into values, once, at load; the saved recipe holds the values. Returns
+    what was turned on and why, for the training banner (None when nothing was)."""
+    on = recipe.classes.others == "background"
+    chosen = []
+    for key, (if_background, otherwise) in RARE_CLASS_DEFAULTS.items():
+        section, name = key.split(".")
+        config = getattr(recipe, section)
+        if getattr(config, name) != "auto":
+            continue
+        if key == "train.sampler" and recipe.data.streaming:  # a stream has no images to draw again
+            if_background = otherwise
+        setattr(config, name, if_background if on else otherwise)
+        if on and if_background != otherwise:
+            chosen.append(f"{key}={if_background}")
+    if not chosen:
+        return None
+    return ("rare-class handling on, since classes.others is background (which then holds most pixels): "
+            + ", ".join(chosen) + " (set them to turn it off)")
+
+
 def recipe_from_dict(values: dict[str, Any]) -> Recipe:
     """Build and validate a recipe; raise one RecipeError listing every problem."""
     errors: list[str] = []
-    recipe = _build_section(Recipe, values or {}, "", errors)
+    recipe = build_section(Recipe, values or {}, "", errors)
+    recipe.auto_note = resolve_auto(recipe)  # type: ignore[attr-defined]  # for the banner, not a setting
     _check_ranges(recipe, errors)  # fields with a type error were left at their defaults, which pass
     if errors:
         raise RecipeError("Recipe has problems:\n  - " + "\n  - ".join(errors))

@@ -183,6 +183,7 @@ def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accel
         f"  device   {accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
         + (f", {threads}" if accelerator.device.type == "cpu" else ""),
         f"  {loss}",
+        *([f"  defaults {recipe.auto_note}"] if getattr(recipe, "auto_note", None) else []),
     ])
 
 

@@ -233,3 +233,31 @@ def test_camvid_maskformer_recipe_on_real_camvid(shared_data: Path, tmp_path, ca
         assert re.search(rf"^\|\s*{name}\s*\|", table, re.M), f"{name} missing from per_class.md"
     stats = json.loads((out / "class_stats.json").read_text())
     assert stats["num_images"] == 16
+
+
+# -- 4. a new recipe gets the rare-class handling without copying it ------------------------------
+
+def test_auto_defaults_turn_rare_class_handling_on_for_background_recipes():
+    from segkit.config import recipe_from_dict
+
+    plain = {"classes": {"select": ["car"], "others": "background"}}
+    r = recipe_from_dict(plain)
+    assert (r.augment.cat_max_ratio, r.loss.class_weights, r.train.sampler) == (0.75, "sqrt_inverse", "rare")
+    assert "classes.others is background" in r.auto_note and "train.sampler=rare" in r.auto_note
+    ignored = recipe_from_dict({"classes": {"select": ["car"], "others": "ignore"}})
+    assert (ignored.augment.cat_max_ratio, ignored.loss.class_weights, ignored.train.sampler) == (1.0, None, "uniform")
+    assert ignored.auto_note is None
+    mine = recipe_from_dict({**plain, "loss": {"class_weights": None}, "train": {"sampler": "uniform"}})
+    assert (mine.augment.cat_max_ratio, mine.loss.class_weights, mine.train.sampler) == (0.75, None, "uniform")
+    assert "loss.class_weights" not in mine.auto_note  # what the recipe set is left alone
+
+
+def test_the_banner_says_what_auto_turned_on(tmp_path, capsys):
+    from tests.test_train import write_recipe
+
+    recipe = write_recipe(tmp_path, train={"max_steps": 1, "tracker": "none", "num_overlays": 0})
+    assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "run")]) == 0
+    banner = capsys.readouterr().out
+    assert "defaults rare-class handling on, since classes.others is background" in banner
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved["train"]["sampler"] == "rare" and saved["augment"]["cat_max_ratio"] == 0.75  # values, not auto

@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries(verbose: bool) -> None:
-    """Keep segkit's own progress bars and messages readable: libraries speak only to warn."""
+    """Keep segkit's own progress bars and messages readable: libraries speak only to warn
+    (transformers only on errors). `--verbose` shows everything."""
     if verbose:
         return
     for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock", "datasets", "accelerate"):
@@ -195,6 +196,9 @@ def _quiet_libraries(verbose: bool) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars on every save and load
+    # transformers 5 prints a LOAD REPORT table on every load with a new head, and a warning that
+    # num_labels differs from the checkpoint's: segkit's own log says which weights start fresh.
+    hf_logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,16 +85,19 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     cfg = recipe.train
     run = RunFolder(output_dir)
     run.prepare(bool(resume), overwrite, is_main=True)
+    # first, so that everything below runs on the right number of threads; torchrun (under
+    # accelerate launch) says how many processes share this machine
+    threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     set_seed(cfg.seed)
     source = load_source(recipe.data)
     selection = select_classes(source, recipe.classes)
     model = build_model(recipe.model, selection.labels, recipe.loss, InputSpec.from_augment(recipe.augment))
     data = build_data(recipe, model.image_mean, model.image_std, source=source, selection=selection,
                       eval_transform=eval_transform(model))
-    head, carried = carry_head(model, data, recipe) if not resume else (None, False)
+    if resume:
+        model.carried_head = None  # the checkpoint holds the head training made
+    head, carried = carry_head(model, data, recipe)
     accelerator = make_accelerator(cfg, run, find_unused=model.has_own_loss)
-    # torchrun (under accelerate launch) says how many processes share this machine
-    threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
     criterion = None if model.has_own_loss else build_loss(recipe.loss, data.labels.num_classes, data.stats)
     if accelerator.is_main_process:
         save_recipe(recipe, run.recipe)

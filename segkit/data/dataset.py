@@ -21,7 +21,8 @@ from segkit.data.augment import EvalTransform, build_transforms, reseed_transfor
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
-from segkit.data.sources import Source, load_source
+from segkit.data.source import Source
+from segkit.data.sources import load_source
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
 from segkit.labels import LabelSet
 

@@ -348,6 +348,15 @@ def resolve_auto(recipe: Recipe) -> str | None:
             + ", ".join(chosen) + " (set them to turn it off)")
 
 
+def resolved(value: Any, key: str) -> Any:
+    """`value`, unless it is a still-unresolved `auto` (a section config built by hand, outside a
+    recipe): only the whole recipe knows whether other classes become background."""
+    if value == "auto":
+        raise ValueError(f"{key}: 'auto' is resolved from the whole recipe (segkit.config.resolve_auto, run by "
+                         f"load_recipe); when building this section by hand, give a value.")
+    return value
+
+
 def recipe_from_dict(values: dict[str, Any]) -> Recipe:
     """Build and validate a recipe; raise one RecipeError listing every problem."""
     errors: list[str] = []

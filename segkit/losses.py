@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.config import CLASS_WEIGHT_KINDS, LossConfig
+from segkit.config import CLASS_WEIGHT_KINDS, LossConfig, resolved
 from segkit.labels import IGNORE_INDEX
 
 MAX_WEIGHT_RATIO = 50.0
@@ -353,7 +353,7 @@ class SegLoss(nn.Module):
 
 def build_loss(cfg: LossConfig, num_classes: int, stats: PixelCounts | None = None) -> SegLoss:
     """The loss a recipe asks for. `stats` (train-split ClassStats) is needed for computed weights."""
-    weight = class_weights(cfg.class_weights, stats, num_classes)
+    weight = class_weights(resolved(cfg.class_weights, "loss.class_weights"), stats, num_classes)
     pixel_losses = {
         "ce": lambda: CrossEntropy(weight),
         "ohem": lambda: OhemCrossEntropy(cfg.ohem_keep, weight),

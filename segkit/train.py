@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from segkit.checkpoint import TrainerState, load_checkpoint, prune, resolve_resume, save_checkpoint
-from segkit.config import InputSpec, Recipe, TrainConfig, save_recipe
+from segkit.config import InputSpec, Recipe, TrainConfig, resolve_auto, save_recipe
 from segkit.data import DataBundle, build_data, load_source, select_classes
 from segkit.data.loaders import build_train_loader, eval_loader
 from segkit.evaluation import evaluate, report_splits
@@ -89,6 +89,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     # accelerate launch) says how many processes share this machine
     threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     set_seed(cfg.seed)
+    recipe.auto_note = resolve_auto(recipe) or getattr(recipe, "auto_note", None)  # type: ignore[attr-defined]
     source = load_source(recipe.data)
     selection = select_classes(source, recipe.classes)
     model = build_model(recipe.model, selection.labels, recipe.loss, InputSpec.from_augment(recipe.augment))

@@ -38,7 +38,7 @@ def dataset(source, aug: AugmentConfig, train: bool, classes: ClassesConfig, see
 
 
 def test_augmented_masks_hold_only_chosen_ids_and_255(source):
-    aug = AugmentConfig(crop_size=40, scale=[0.5, 2.0], rotate=30, color_jitter=0.4)
+    aug = AugmentConfig(crop_size=40, scale=[0.5, 2.0], rotate=30, color_jitter=0.4, cat_max_ratio=1.0)
     ds = dataset(source, aug, True, ClassesConfig(select=["circle", "square"]))
     seen = set()
     for k in range(60):
@@ -60,7 +60,7 @@ def test_cat_max_ratio_uses_the_balanced_crop(source):
 
 
 def test_seeded_transform_repeats_and_reseed_changes_it(source):
-    ds = dataset(source, AugmentConfig(crop_size=32), True, ClassesConfig())
+    ds = dataset(source, AugmentConfig(crop_size=32, cat_max_ratio=1.0), True, ClassesConfig())
     ds.reseed(7)
     a = ds[0]["pixel_values"]
     ds.reseed(7)
@@ -73,7 +73,7 @@ def crops_per_worker(source, init) -> list[torch.Tensor]:
     same = make_synthetic(1, 48, seed=3).rename_column("annotation", "label")
     rows = same.select([0, 0])  # two identical rows: one per worker
     selection = select_classes(source, ClassesConfig())
-    ds = SegmentationDataset(rows, selection, build_transforms(AugmentConfig(crop_size=24), MEAN, STD, True, seed=0), True)
+    ds = SegmentationDataset(rows, selection, build_transforms(AugmentConfig(crop_size=24, cat_max_ratio=1.0), MEAN, STD, True, seed=0), True)
     loader = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=init, collate_fn=train_collate)
     return [b["pixel_values"][0] for b in loader]
 

@@ -182,7 +182,7 @@ def test_composite_is_the_weighted_sum():
     #   class 0: 2 * .6 / ((.2 + .6 + .7) + 1) = 1.2/2.5; class 1: 2 * 1.1 / (1.5 + 2) = 2.2/3.5
     dice = ((1 - 1.2 / 2.5) + (1 - 2.2 / 3.5)) / 2
     lovasz = (0.55 + 29 / 60) / 2
-    loss = build_loss(LossConfig(name="ce", dice=0.5, lovasz=2.0), num_classes=3)(scores, target)
+    loss = build_loss(LossConfig(name="ce", dice=0.5, lovasz=2.0, class_weights=None), num_classes=3)(scores, target)
     assert loss.item() == pytest.approx(ce + 0.5 * dice + 2.0 * lovasz, abs=1e-5)
     check_backward(loss, scores)
 
@@ -224,7 +224,7 @@ def test_absent_classes_never_give_nan(name):
 
 
 def test_shape_mismatch_says_how_to_fix():
-    loss = build_loss(LossConfig(), 3)
+    loss = build_loss(LossConfig(class_weights=None), 3)
     with pytest.raises(ValueError, match="Upsample"):
         loss(torch.randn(1, 3, 4, 4), torch.zeros(1, 8, 8, dtype=torch.long))
 

@@ -261,3 +261,21 @@ def test_the_banner_says_what_auto_turned_on(tmp_path, capsys):
     assert "defaults rare-class handling on, since classes.others is background" in banner
     saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
     assert saved["train"]["sampler"] == "rare" and saved["augment"]["cat_max_ratio"] == 0.75  # values, not auto
+
+
+def test_hand_built_sections_say_auto_needs_the_recipe_and_build_data_resolves_it():
+    from segkit.config import AugmentConfig, DataConfig, LossConfig, Recipe
+    from segkit.data.augment import build_transforms
+    from segkit.data.dataset import build_data
+    from segkit.losses import build_loss
+
+    with pytest.raises(ValueError, match="augment.cat_max_ratio: 'auto'"):
+        build_transforms(AugmentConfig(crop_size=16), [0.5] * 3, [0.5] * 3, train=True)
+    with pytest.raises(ValueError, match="loss.class_weights: 'auto'"):
+        build_loss(LossConfig(), 3)
+    recipe = Recipe()  # built in Python, never through load_recipe
+    recipe.data = DataConfig(format="synthetic", synthetic_samples=4, synthetic_size=32)
+    recipe.augment.crop_size = 16
+    data = build_data(recipe, [0.5] * 3, [0.5] * 3)
+    assert data.train is not None
+    assert (recipe.augment.cat_max_ratio, recipe.train.sampler) in ((0.75, "rare"), (1.0, "uniform"))

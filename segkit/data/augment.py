@@ -32,7 +32,7 @@ from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from segkit.config import AugmentConfig, InputSpec, hw  # noqa: E402
+from segkit.config import AugmentConfig, InputSpec, hw, resolved  # noqa: E402
 
 # One OpenCV thread, set before any pool starts: augmentation runs in DataLoader workers, whose
 # extra threads would compete with the training's torch threads, and a forked worker that touches
@@ -97,8 +97,9 @@ def _train_steps(cfg: AugmentConfig) -> list[A.BasicTransform]:
         # 255 is ignored by the loss and the metric: padded pixels never teach a class
         A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
     ]
-    if cfg.cat_max_ratio < 1:
-        steps.append(CatMaxRatioCrop(h, w, cfg.cat_max_ratio, ignore_index=IGNORE_INDEX, max_tries=10))
+    cat_max_ratio = resolved(cfg.cat_max_ratio, "augment.cat_max_ratio")
+    if cat_max_ratio < 1:
+        steps.append(CatMaxRatioCrop(h, w, cat_max_ratio, ignore_index=IGNORE_INDEX, max_tries=10))
     else:
         steps.append(A.RandomCrop(height=h, width=w))
     if cfg.hflip:

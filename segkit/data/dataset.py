@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.config import Recipe
+from segkit.config import Recipe, resolve_auto
 from segkit.data.augment import EvalTransform, build_transforms, reseed_transform
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
@@ -200,6 +200,7 @@ def build_data(recipe: Recipe, mean: Sequence[float], std: Sequence[float], *, s
     `eval_transform` is the model's (`segkit.inference.eval_transform`); without a model, the one a
     model with these mean/std and the recipe's eval settings would have.
     """
+    resolve_auto(recipe)  # a recipe built in Python has not been through load_recipe; a no-op otherwise
     source = source or load_source(recipe.data)
     selection = selection or select_classes(source, recipe.classes)
     aug, seed = recipe.augment, recipe.train.seed

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from segkit.config import TrainConfig
+from segkit.config import TrainConfig, resolved
 from segkit.data.augment import worker_init_fn
 from segkit.data.dataset import DataBundle, eval_collate, train_collate
 from segkit.data.sampling import EpochSeededItems, EpochShuffle, RareClassSampler, image_weights
@@ -36,7 +36,7 @@ def build_train_loader(data: DataBundle, cfg: TrainConfig) -> tuple[DataLoader, 
     if isinstance(data.train, IterableDataset):
         return streamed_loader(data.train, cfg), data.train, None
     items = EpochSeededItems(data.train, cfg.seed)
-    if cfg.sampler == "rare":
+    if resolved(cfg.sampler, "train.sampler") == "rare":
         weights = image_weights(data.stats, cfg.sampler_power, background=data.labels.background)
         sampler: Any = RareClassSampler(weights, num_samples=len(items), seed=cfg.seed)
     else:
@@ -57,7 +57,7 @@ def streamed_loader(dataset: IterableDataset, cfg: TrainConfig) -> DataLoader:
     up to the saved position, so it needs the same shards."""
     if not cfg.max_steps:
         raise ValueError("train.max_steps: a streamed dataset has no length to count epochs in; set a step budget.")
-    if cfg.sampler != "uniform":
+    if resolved(cfg.sampler, "train.sampler") != "uniform":
         raise ValueError("train.sampler: a streamed dataset cannot be resampled; use `uniform`.")
     return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=train_collate, drop_last=True,
                       num_workers=cfg.num_workers, worker_init_fn=_stream_worker)

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from segkit.checkpoint import TrainerState, load_checkpoint, prune, resolve_resume, save_checkpoint
-from segkit.config import InputSpec, Recipe, TrainConfig, resolve_auto, save_recipe
+from segkit.config import InputSpec, Recipe, TrainConfig, save_recipe
+from segkit.config_auto import resolve_auto
 from segkit.data import DataBundle, build_data, load_source, select_classes
 from segkit.data.loaders import build_train_loader, eval_loader
 from segkit.evaluation import evaluate, report_splits

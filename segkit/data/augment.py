@@ -32,7 +32,8 @@ from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from segkit.config import AugmentConfig, InputSpec, hw, resolved  # noqa: E402
+from segkit.config import AugmentConfig, InputSpec, hw  # noqa: E402
+from segkit.config_auto import resolved  # noqa: E402
 
 # One OpenCV thread, set before any pool starts: augmentation runs in DataLoader workers, whose
 # extra threads would compete with the training's torch threads, and a forked worker that touches

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.config import Recipe, resolve_auto
+from segkit.config import Recipe
+from segkit.config_auto import resolve_auto
 from segkit.data.augment import EvalTransform, build_transforms, reseed_transform
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded

@@ -21,7 +21,7 @@ from segkit.run_folder import RunFolder
 
 def cpu_has_bf16() -> bool:
     """Native bf16 arithmetic (AVX512-BF16 or AMX): there bf16 autocast trains a SegFormer-B0 step
-    1.8x faster than fp32 (bench/bench_train_step.py); elsewhere it is emulated and slower."""
+    (batch 8, 256²) 1.6x faster than fp32 (bench/profile_step.py); elsewhere it is emulated and slower."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 

@@ -327,7 +327,7 @@ def recipe_from_dict(values: dict[str, Any]) -> Recipe:
     """Build and validate a recipe; raise one RecipeError listing every problem."""
     errors: list[str] = []
     recipe = build_section(Recipe, values or {}, "", errors)
-    recipe.auto_note = resolve_auto(recipe)  # type: ignore[attr-defined]  # for the banner, not a setting
+    resolve_auto(recipe)
     _check_ranges(recipe, errors)  # fields with a type error were left at their defaults, which pass
     if errors:
         raise RecipeError("Recipe has problems:\n  - " + "\n  - ".join(errors))

@@ -15,9 +15,16 @@ RARE_CLASS_DEFAULTS = {"augment.cat_max_ratio": (0.75, 1.0), "loss.class_weights
 """The `auto` settings: (value when others become background, value otherwise)."""
 
 
-def resolve_auto(recipe: Recipe) -> str | None:
-    """Turn `auto` settings into values, once, at load; the saved recipe holds the values. Returns
-    what was turned on and why, for the training banner (None when nothing was)."""
+def resolve_auto(recipe: Recipe) -> None:
+    """Turn `auto` settings into values; the saved recipe holds the values. What was turned on and
+    why goes to `recipe.auto_note`, for the training banner. A no-op on a resolved recipe, so every
+    entry point may call it (load_recipe, build_data, train)."""
+    note = _resolve(recipe)
+    if note or not hasattr(recipe, "auto_note"):
+        recipe.auto_note = note  # type: ignore[attr-defined]  # not a setting: never saved
+
+
+def _resolve(recipe: Recipe) -> str | None:
     on = recipe.classes.others == "background"
     chosen = []
     for key, (if_background, otherwise) in RARE_CLASS_DEFAULTS.items():

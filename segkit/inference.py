@@ -22,10 +22,8 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from segkit.data.augment import EvalTransform
 from segkit.models.outputs import upsample_scores
@@ -102,21 +100,3 @@ def scores_for(model: Any, inputs: Sequence[torch.Tensor], out_sizes: Sequence[t
             scores = batch_scores(model, pixels, [tuple(out_sizes[i]) for i in group], flip)
         for i, s in zip(group, scores):
             yield i, s.float()
-
-
-def predict_masks(model: Any, images: Sequence[Image.Image], device: torch.device | str | None = None) -> list[np.ndarray]:
-    """(H, W) uint8 class-id masks for PIL images, each at its own size, as evaluation computes
-    them: the argmax of `scores_for`, or sliding windows for an image far larger than the training
-    crops (segkit.sliding)."""
-    from segkit.sliding import sliding_mask, slides  # sliding builds on this module
-
-    transform = eval_transform(model)
-    masks: list[np.ndarray] = [np.empty(0)] * len(images)
-    whole = [i for i, im in enumerate(images) if not slides(model.input_spec, im.height, im.width)]
-    inputs = [transform(images[i]) for i in whole]
-    for k, scores in scores_for(model, inputs, [(images[i].height, images[i].width) for i in whole], device):
-        masks[whole[k]] = scores.argmax(0).to(torch.uint8).cpu().numpy()
-    for i in (i for i in range(len(images)) if i not in whole):
-        masks[i] = sliding_mask(model, images[i], model.input_spec.window,
-                                device=device or next(model.parameters()).device)
-    return masks

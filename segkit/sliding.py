@@ -4,7 +4,8 @@ A model fed at the image's own scale (`eval_mode` none or pad) takes an image wh
 holds more than `SLIDE_AREA` training crops' worth of pixels; then windows of the crop's size step
 over it with overlap, and where they overlap their scores are blended with weights that fall
 towards each window's edge (a pixel near a window's border sees little context). Evaluation and
-`segkit predict` apply the same rule, so the reported figures are what predict gives.
+`segkit predict` apply the same rule, so the reported figures are what predict gives;
+`predict_masks` is that rule for a list of images (overlays, tests).
 
 Memory stays bounded: scores are kept for one band of windows at a time (C x window height x
 image width), and each band's finished rows go straight to the mask. On an image that fits in one
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from PIL import Image
 
 from segkit.config import InputSpec
 from segkit.data.augment import EvalTransform
-from segkit.inference import batch_scores
+from segkit.inference import batch_scores, eval_transform, scores_for
 
 SLIDE_AREA = 4
 """Images with more than this many training crops' worth of pixels go through sliding windows (a
@@ -92,3 +93,19 @@ def sliding_mask(model: Any, image: Image.Image, window: tuple[int, int], overla
         mask[y: y + done] = band[:, :done].argmax(0).to(torch.uint8).cpu().numpy()
         band = torch.cat([band[:, done:], torch.zeros_like(band[:, :done])], dim=1)
     return mask
+
+
+def predict_masks(model: Any, images: Sequence[Image.Image], device: torch.device | str | None = None) -> list[np.ndarray]:
+    """(H, W) uint8 class-id masks for PIL images, each at its own size, as evaluation computes
+    them: the argmax of `scores_for`, or sliding windows for an image far larger than the training
+    crops."""
+    device = device or next(model.parameters()).device
+    transform = eval_transform(model)
+    masks: list[np.ndarray] = [np.empty(0)] * len(images)
+    whole = [i for i, im in enumerate(images) if not slides(model.input_spec, im.height, im.width)]
+    inputs = [transform(images[i]) for i in whole]
+    for k, scores in scores_for(model, inputs, [(images[i].height, images[i].width) for i in whole], device):
+        masks[whole[k]] = scores.argmax(0).to(torch.uint8).cpu().numpy()
+    for i in (i for i in range(len(images)) if i not in whole):
+        masks[i] = sliding_mask(model, images[i], model.input_spec.window, device=device)
+    return masks

@@ -90,7 +90,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     # accelerate launch) says how many processes share this machine
     threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     set_seed(cfg.seed)
-    recipe.auto_note = resolve_auto(recipe) or getattr(recipe, "auto_note", None)  # type: ignore[attr-defined]
+    resolve_auto(recipe)  # a recipe built in Python has not been through load_recipe
     source = load_source(recipe.data)
     selection = select_classes(source, recipe.classes)
     model = build_model(recipe.model, selection.labels, recipe.loss, InputSpec.from_augment(recipe.augment))

@@ -147,8 +147,7 @@ LABELS = LabelSet(NAMES, background=0)
 
 @pytest.mark.parametrize("family", ["segformer", "vit"])
 def test_sliding_windows_on_an_image_that_fits_are_whole_image_inference(family: str):
-    from segkit.inference import predict_masks
-    from segkit.sliding import sliding_mask
+    from segkit.sliding import predict_masks, sliding_mask
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(family=family, size="tiny", head="linear"), LABELS,

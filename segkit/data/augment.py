@@ -34,12 +34,12 @@ from PIL import Image  # noqa: E402
 
 from segkit.config import AugmentConfig, InputSpec, hw  # noqa: E402
 from segkit.config_auto import resolved  # noqa: E402
+from segkit.labels import IGNORE_INDEX  # noqa: E402
 
 # One OpenCV thread, set before any pool starts: augmentation runs in DataLoader workers, whose
 # extra threads would compete with the training's torch threads, and a forked worker that touches
 # a thread pool its parent started hangs (seen: cv2.setNumThreads inside a worker never returned).
 cv2.setNumThreads(1)
-from segkit.labels import IGNORE_INDEX  # noqa: E402
 
 PAD_DIVISOR = 32
 """`eval_mode: pad` pads images to a multiple of this: the strides of the convolutional and Swin

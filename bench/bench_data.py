@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args()
-    from segkit.config import load_recipe
+    from segkit.config.recipe import load_recipe
     from segkit.data import build_data
     from segkit.data.loaders import build_train_loader
 

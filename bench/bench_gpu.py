@@ -39,7 +39,7 @@ def timed(fn, steps: int) -> float:  # noqa: ANN001
 
 
 def maskformer(size: str, batch: int, res: int, compiled: bool, steps: int, device: str, peak: float) -> dict:
-    from segkit.config import ModelConfig
+    from segkit.config.recipe import ModelConfig
     from segkit.labels import LabelSet
     from segkit.models import build_model
 
@@ -92,7 +92,7 @@ def maskformer(size: str, batch: int, res: int, compiled: bool, steps: int, devi
 
 
 def segformer_inference(size: str, batch: int, res: int, steps: int, device: str) -> float:
-    from segkit.config import ModelConfig
+    from segkit.config.recipe import ModelConfig
     from segkit.labels import LabelSet
     from segkit.models import build_model
 
@@ -103,7 +103,7 @@ def segformer_inference(size: str, batch: int, res: int, steps: int, device: str
 
 
 def loader_rate(workers: int, batches: int) -> float:
-    from segkit.config import load_recipe
+    from segkit.config.recipe import load_recipe
     from segkit.data import build_data
     from segkit.data.loaders import build_train_loader
 

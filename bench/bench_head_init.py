@@ -31,10 +31,10 @@ RECIPE = ROOT / "recipes" / "camvid-4class-segformer.yaml"
 
 
 def step_zero(checkpoint: Path, limit: int | None) -> list[dict]:
-    from segkit.config import InputSpec, load_recipe
+    from segkit.config.recipe import InputSpec, load_recipe
     from segkit.data import build_data, load_source, select_classes
-    from segkit.inference import eval_transform, group_by_shape
-    from segkit.metrics import ConfusionMatrix, compute_metrics
+    from segkit.infer.segment import eval_transform, group_by_shape
+    from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
     from segkit.models import build_model, load_model
     from segkit.models.head_init import install
 

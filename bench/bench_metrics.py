@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common import parser, record  # noqa: I001  (bench/ is on the path)
-from segkit.metrics import ConfusionMatrix
+from segkit.evaluation.metrics import ConfusionMatrix
 
 IGNORE = 255
 

@@ -32,9 +32,9 @@ def main() -> None:
     args = p.parse_args()
     from transformers import pipeline
 
-    from segkit.config import InputSpec, ModelConfig
+    from segkit.config.recipe import InputSpec, ModelConfig
     from segkit.labels import LabelSet
-    from segkit.predict import PredictOptions, predict_folder
+    from segkit.infer.predict import PredictOptions, predict_folder
     from segkit.models import build_model
 
     n, size = (6, "tiny") if args.smoke else (args.images, args.size)

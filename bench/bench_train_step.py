@@ -27,9 +27,9 @@ REAL = {"segformer": "b0", "maskformer": "swin-base", "mask2former": "swin-base"
 
 def one(family: str, size: str, res: int, precision: str, batch: int, steps: int) -> dict:
     """Time `steps` training steps of one configuration in this process."""
-    from segkit.config import ModelConfig
+    from segkit.config.recipe import ModelConfig
     from segkit.labels import LabelSet
-    from segkit.losses import CrossEntropy
+    from segkit.train.losses import CrossEntropy
     from segkit.models import build_model, upsample_scores
 
     torch.manual_seed(0)

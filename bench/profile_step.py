@@ -21,12 +21,12 @@ PHASES = ("data", "forward", "loss", "backward", "optimizer")
 
 
 def profile(precision: str, steps: int, workers: int, smoke: bool) -> dict[str, float]:
-    from segkit.config import InputSpec, load_recipe
+    from segkit.config.recipe import InputSpec, load_recipe
     from segkit.data import build_data
     from segkit.data.loaders import build_train_loader
-    from segkit.losses import build_loss
+    from segkit.train.losses import build_loss
     from segkit.models import build_model, upsample_scores
-    from segkit.optim import build_optimizer
+    from segkit.train.optim import build_optimizer
 
     sets = [f"data.path={SHARED / 'camvid'}", f"train.num_workers={workers}"]
     if smoke:

@@ -18,13 +18,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def _recipe(args: argparse.Namespace):
-    from segkit.config import load_recipe
+    from segkit.config.recipe import load_recipe
 
     return load_recipe(args.recipe, args.set)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from segkit.train import train
+    from segkit.train.loop import train
 
     recipe = _recipe(args)
     out = args.output_dir or f"runs/{recipe.name}"
@@ -36,15 +36,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     print(f"Run folder: {out}  (model/, metrics.json, per_class.md, confusion.png, overlays/)")
     if args.push_to_hub:
-        from segkit.hub import push
+        from segkit.hub.export import push
 
         print(f"Pushed: {push(out, args.push_to_hub, private=_visibility(args), overlays=args.overlays)}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from segkit.config import load_recipe
-    from segkit.evaluation import evaluate_saved
+    from segkit.config.recipe import load_recipe
+    from segkit.evaluation.scoring import evaluate_saved
 
     recipe_path = args.data or _run_recipe(args.model)
     evaluate_saved(args.model, load_recipe(recipe_path, args.set), args.split, args.output, revision=args.revision)
@@ -68,7 +68,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from segkit.predict import PredictOptions, predict_folder
+    from segkit.infer.predict import PredictOptions, predict_folder
 
     options = PredictOptions(batch_size=args.batch_size, workers=args.workers,
                              alpha=None if args.no_overlays else args.alpha, overwrite=args.overwrite,
@@ -92,14 +92,14 @@ def _size_arg(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from segkit.hub import export
+    from segkit.hub.export import export
 
     print(f"Exported to {export(args.run, args.output, overlays=args.overlays is not False)}")
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from segkit.hub import push
+    from segkit.hub.export import push
 
     print(f"Pushed: {push(args.run, args.repo_id, private=_visibility(args), overlays=args.overlays)}")
     return 0
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     _quiet_libraries(args.verbose)
-    from segkit.checkpoint import CheckpointError
+    from segkit.train.checkpoint import CheckpointError
 
     try:
         return args.fn(args)

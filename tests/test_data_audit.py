@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.config import Recipe
+from segkit.config.recipe import Recipe
 from segkit.data.audit import CELL, GRID_COLUMNS, PAD, format_report, inspect_main, inspect_recipe
 
 NAMES = ["void", "road", "car", "tree"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from segkit.config import AugmentConfig, ClassesConfig, DataConfig, Recipe
+from segkit.config.recipe import AugmentConfig, ClassesConfig, DataConfig, Recipe
 from segkit.data import (
     SegmentationDataset,
     build_data,
@@ -98,7 +98,7 @@ def test_eval_items_keep_label_size(source, mode, expected):
 
 
 def test_eval_collate_keeps_every_item_at_its_own_size():
-    """Padding a batch to one size would change what the model sees (segkit.inference batches
+    """Padding a batch to one size would change what the model sees (segkit.infer.segment batches
     same-shaped inputs itself), so evaluation batches are lists."""
     items = [{"pixel_values": torch.ones(3, 32, 64), "labels": torch.zeros(30, 60, dtype=torch.long), "index": 4},
              {"pixel_values": torch.ones(3, 64, 32), "labels": torch.ones(50, 20, dtype=torch.long), "index": 9}]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.config import ClassesConfig, Recipe
+from segkit.config.recipe import ClassesConfig, Recipe
 from segkit.data import DataError, Source, build_data, select_classes
-from segkit.data.sources import ADE20K_NAMES, SIDEWALK_NAMES
+from segkit.data.sources.hub import ADE20K_NAMES, SIDEWALK_NAMES
 
 CAMVID = "sky building pole road pavement tree sign_symbol fence car pedestrian bicyclist unlabelled".split()
 

@@ -93,7 +93,7 @@ def test_scores_are_transformers_post_processed_scores(exported):
     import transformers
     from transformers import AutoImageProcessor
 
-    from segkit.inference import eval_transform, scores_for
+    from segkit.infer.segment import eval_transform, scores_for
     from segkit.models import load_model
 
     family, _, export = exported
@@ -177,10 +177,10 @@ class RecordingApi:
 
 @pytest.fixture
 def api(monkeypatch):
-    import segkit.hub
+    import segkit.hub.export
 
     RecordingApi.calls = []
-    monkeypatch.setattr(segkit.hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(segkit.hub.export, "HfApi", RecordingApi)
     return RecordingApi
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segkit.cli import main as cli
-from segkit.config import ClassesConfig, DataConfig, InputSpec, ModelConfig
+from segkit.config.recipe import ClassesConfig, DataConfig, InputSpec, ModelConfig
 from segkit.data import load_source, select_classes
 from segkit.labels import LabelSet
 from segkit.models import build_model, load_model
@@ -84,7 +84,7 @@ def grouped_agreement(old, new, groups: list[list[int]], images: torch.Tensor) -
 
 
 def test_each_family_starts_from_the_checkpoint_rows(checkpoint, tmp_path: Path):
-    from segkit.inference import eval_transform
+    from segkit.infer.segment import eval_transform
     from segkit.models.head_init import install
 
     family, head, folder = checkpoint
@@ -173,7 +173,7 @@ def test_the_ade20k_recipe_carries_every_row_of_an_ade_checkpoint():
     """The ADE20K preset's names are the ADE checkpoints' names: the five chosen classes take their
     own rows and background is built from all 145 others."""
     from segkit.data.source import Source
-    from segkit.data.sources import ADE20K_NAMES
+    from segkit.data.sources.hub import ADE20K_NAMES
 
     names = {0: "other"} | {i + 1: n.split(";")[0] for i, n in enumerate(ADE20K_NAMES)}
     aliases = {i + 1: n.split(";")[1:] for i, n in enumerate(ADE20K_NAMES)}

@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 
 from segkit.cli import main as cli
-from segkit.config import InputSpec, ModelConfig, load_recipe
+from segkit.config.recipe import InputSpec, ModelConfig, load_recipe
 from segkit.data import load_source, select_classes
 from segkit.data.decode import read_label
-from segkit.inference import eval_transform, scores_for
+from segkit.infer.segment import eval_transform, scores_for
 from segkit.labels import LabelSet
 from segkit.models import build_model
-from segkit.sliding import predict_masks
+from segkit.infer.sliding import predict_masks
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.config import LossConfig
-from segkit.losses import (
+from segkit.config.recipe import LossConfig
+from segkit.train.losses import (
     MAX_WEIGHT_RATIO,
     CrossEntropy,
     DiceLoss,

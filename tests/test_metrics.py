@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from segkit.labels import LabelSet
-from segkit.metrics import ConfusionMatrix, compute_metrics
-from segkit.report import format_table, write_report
+from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
+from segkit.evaluation.report import format_table, write_report
 
 VIEW_KEYS = ("mIoU", "mAcc", "mDice", "aAcc", "fwIoU")
 
@@ -17,7 +17,7 @@ VIEW_KEYS = ("mIoU", "mAcc", "mDice", "aAcc", "fwIoU")
 def reference(pred: np.ndarray, target: np.ndarray, scored: list[int], ignore: int = 255) -> dict:
     """Per-class scores and means by boolean masks, one class at a time.
 
-    Written apart from segkit.metrics: pixels whose truth is not in `scored` (ignored or, for the
+    Written apart from segkit.evaluation.metrics: pixels whose truth is not in `scored` (ignored or, for the
     foreground view, background) are masked out; the prediction is used as it is.
     """
     valid = np.isin(target, scored) & (target != ignore)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkit.config import LossConfig, ModelConfig, load_recipe
+from segkit.config.recipe import LossConfig, ModelConfig, load_recipe
 from segkit.labels import LabelSet
 from segkit.models import FAMILIES, ModelError, build_model, load_model, to_scores, upsample_scores
 from segkit.models.maskformer import semantic_to_targets

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from segkit.cli import main as cli
-from segkit.config import InputSpec, ModelConfig
+from segkit.config.recipe import InputSpec, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models import build_model
 
@@ -147,7 +147,7 @@ LABELS = LabelSet(NAMES, background=0)
 
 @pytest.mark.parametrize("family", ["segformer", "vit"])
 def test_sliding_windows_on_an_image_that_fits_are_whole_image_inference(family: str):
-    from segkit.sliding import predict_masks, sliding_mask
+    from segkit.infer.sliding import predict_masks, sliding_mask
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(family=family, size="tiny", head="linear"), LABELS,
@@ -157,7 +157,7 @@ def test_sliding_windows_on_an_image_that_fits_are_whole_image_inference(family:
 
 
 def test_sliding_windows_blend_overlaps_and_cover_every_pixel():
-    from segkit.sliding import blend_weights, sliding_mask, starts
+    from segkit.infer.sliding import blend_weights, sliding_mask, starts
 
     assert starts(100, 40, 0.25) == [0, 30, 60] and starts(30, 40, 0.25) == [0]
     w = blend_weights(8, 8)
@@ -172,10 +172,10 @@ def test_sliding_windows_blend_overlaps_and_cover_every_pixel():
 MEMORY_CHECK = textwrap.dedent("""
     import resource, sys, numpy as np, torch
     from PIL import Image
-    from segkit.config import InputSpec, ModelConfig
+    from segkit.config.recipe import InputSpec, ModelConfig
     from segkit.labels import LabelSet
     from segkit.models import build_model
-    from segkit.sliding import sliding_mask
+    from segkit.infer.sliding import sliding_mask
     torch.manual_seed(0)
     model = build_model(ModelConfig(family="segformer", size="tiny"), LabelSet(("background", "a", "b"), 0),
                         spec=InputSpec("none", window=(512, 512))).eval()

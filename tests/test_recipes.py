@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from segkit.cli import main as cli
-from segkit.config import Recipe, load_recipe
+from segkit.config.recipe import Recipe, load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 IMAGE_H, IMAGE_W = 64, 96
@@ -147,7 +147,7 @@ def local_data(tmp_path_factory) -> dict[str, Path]:
 
 def test_local_ids_match_segkits_tables():
     """The ids written into the local data mean the same classes in segkit's tables."""
-    from segkit.data.sources import ADE20K_NAMES, SIDEWALK_NAMES
+    from segkit.data.sources.hub import ADE20K_NAMES, SIDEWALK_NAMES
 
     for name, i in ADE20K_IDS.items():
         assert ADE20K_NAMES[i - 1].split(";")[0] == name
@@ -238,7 +238,7 @@ def test_camvid_maskformer_recipe_on_real_camvid(shared_data: Path, tmp_path, ca
 # -- 4. a new recipe gets the rare-class handling without copying it ------------------------------
 
 def test_auto_defaults_turn_rare_class_handling_on_for_background_recipes():
-    from segkit.config import recipe_from_dict
+    from segkit.config.recipe import recipe_from_dict
 
     plain = {"classes": {"select": ["car"], "others": "background"}}
     r = recipe_from_dict(plain)
@@ -264,10 +264,10 @@ def test_the_banner_says_what_auto_turned_on(tmp_path, capsys):
 
 
 def test_hand_built_sections_say_auto_needs_the_recipe_and_build_data_resolves_it():
-    from segkit.config import AugmentConfig, DataConfig, LossConfig, Recipe
+    from segkit.config.recipe import AugmentConfig, DataConfig, LossConfig, Recipe
     from segkit.data.augment import build_transforms
     from segkit.data.dataset import build_data
-    from segkit.losses import build_loss
+    from segkit.train.losses import build_loss
 
     with pytest.raises(ValueError, match="augment.cat_max_ratio: 'auto'"):
         build_transforms(AugmentConfig(crop_size=16), [0.5] * 3, [0.5] * 3, train=True)

@@ -113,7 +113,7 @@ def test_collection_sites_finds_a_definition_not_a_use(tmp_path, monkeypatch):
 
 
 def test_family_names_live_in_the_config_and_the_classes():
-    from segkit.config import MODEL_FAMILIES
+    from segkit.config.recipe import MODEL_FAMILIES
     from segkit.models import FAMILIES
 
     assert tuple(FAMILIES) == MODEL_FAMILIES

@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from segkit.cli import main as cli
-from segkit.config import recipe_from_dict
+from segkit.config.recipe import recipe_from_dict
 
 TINY = {
     "name": "tiny",
@@ -121,7 +121,7 @@ def test_checkpoint_from_another_label_set_is_refused(finished_run: Path, tmp_pa
 
 
 def test_recipe_overrides_reach_the_run(tmp_path: Path):
-    from segkit.config import load_recipe
+    from segkit.config.recipe import load_recipe
 
     recipe = load_recipe(write_recipe(tmp_path), ["train.lr=1e-4", "model.size=tiny", "classes.others=ignore"])
     assert recipe.train.lr == 1e-4 and recipe.classes.others == "ignore"

@@ -19,9 +19,9 @@ from segkit.data.dataset import (
 )
 from segkit.data.errors import DataError
 from segkit.data.source import Source
-from segkit.data.sources import load_source
+from segkit.data.sources.hub import load_source
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
-from segkit.data.synthetic import make_synthetic
+from segkit.data.sources.synthetic import make_synthetic
 
 __all__ = [
     "CatMaxRatioCrop",

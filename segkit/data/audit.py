@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from segkit.config import Recipe
+from segkit.config.recipe import Recipe
 from segkit.data.classes import Selection, describe, select_classes
 from segkit.data.dataset import STREAM_STATS_ROWS, capped_rows
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
 from segkit.data.source import Source
-from segkit.data.sources import load_source
+from segkit.data.sources.hub import load_source
 from segkit.data.stats import ClassStats, StatsCounter, cache_dir, stats_key, store_stats
 from segkit.labels import IGNORE_INDEX, LabelSet
 

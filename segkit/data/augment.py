@@ -5,7 +5,7 @@ Training: random rescale -> pad (image 0, mask 255) -> random crop (optionally r
 class dominates it, `CatMaxRatioCrop`) -> flip -> optional rotate -> optional colour jitter ->
 normalise. Evaluation (`EvalTransform`) resizes or pads the IMAGE only, exactly as the image
 processor saved with the model does: labels are never resized for scoring; predictions are
-brought to the label's size instead (`segkit.inference`).
+brought to the label's size instead (`segkit.infer.segment`).
 
 Masks always use nearest-neighbour interpolation: any other mode invents label values between
 neighbouring ids (STACK-NOTES measured 133 of them).
@@ -32,8 +32,8 @@ from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from segkit.config import AugmentConfig, InputSpec, hw  # noqa: E402
-from segkit.config_auto import resolved  # noqa: E402
+from segkit.config.recipe import AugmentConfig, InputSpec, hw  # noqa: E402
+from segkit.config.auto import resolved  # noqa: E402
 from segkit.labels import IGNORE_INDEX  # noqa: E402
 
 # One OpenCV thread, set before any pool starts: augmentation runs in DataLoader workers, whose
@@ -43,7 +43,7 @@ cv2.setNumThreads(1)
 
 PAD_DIVISOR = 32
 """`eval_mode: pad` pads images to a multiple of this: the strides of the convolutional and Swin
-encoders divide it (patch models pad further to their patch, in `segkit.inference`)."""
+encoders divide it (patch models pad further to their patch, in `segkit.infer.segment`)."""
 
 
 def build_transforms(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float], train: bool,

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from segkit.config import TrainConfig
-from segkit.config_auto import resolved
+from segkit.config.recipe import TrainConfig
+from segkit.config.auto import resolved
 from segkit.data.augment import worker_init_fn
 from segkit.data.dataset import DataBundle, eval_collate, train_collate
 from segkit.data.sampling import EpochSeededItems, EpochShuffle, RareClassSampler, image_weights

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from segkit.config import MODEL_FAMILIES, InputSpec, LossConfig, ModelConfig
+from segkit.config.recipe import MODEL_FAMILIES, InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput
 from segkit.models.hf import family_of
-from segkit.models.hub import resolve_model_dir
+from segkit.models.locate import resolve_model_dir
 from segkit.models.maskformer import Mask2FormerSeg, MaskFormerSeg
 from segkit.models.outputs import to_scores, upsample_scores
 from segkit.models.segformer import SegformerSeg

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segkit.config import InputSpec
+from segkit.config.recipe import InputSpec
 from segkit.labels import LabelSet
 
 class ModelError(ValueError):
@@ -147,8 +147,8 @@ class SegModel(nn.Module):
     @torch.inference_mode()
     def predict(self, pixel_values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, H, W) int64 class ids for already preprocessed inputs, through the one inference
-        path (`segkit.inference`): the argmax of the scores brought to `size`."""
-        from segkit.inference import scores_for  # inference imports this module, so not at the top
+        path (`segkit.infer.segment`): the argmax of the scores brought to `size`."""
+        from segkit.infer.segment import scores_for  # inference imports this module, so not at the top
 
         was_training = self.training
         self.eval()

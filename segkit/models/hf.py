@@ -12,8 +12,8 @@ from typing import Any
 from torch import nn
 from transformers import PretrainedConfig
 
-from segkit.config import InputSpec
-from segkit.hub_errors import NETWORK_ERRORS, explain
+from segkit.config.recipe import InputSpec
+from segkit.hub.errors import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel
 from segkit.models.head_init import CarriedHead

@@ -19,7 +19,7 @@ from transformers import (DetrConfig, Mask2FormerConfig, Mask2FormerForUniversal
                           Mask2FormerImageProcessorPil, MaskFormerConfig, MaskFormerForInstanceSegmentation,
                           MaskFormerImageProcessorPil, SwinConfig)
 
-from segkit.config import InputSpec, LossConfig, ModelConfig
+from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegOutput
 from segkit.models.hf import HFSegModel, enable_checkpointing, load_for_labels, load_processor, read_checkpoint_config

@@ -26,12 +26,12 @@ from transformers import (AutoConfig, AutoImageProcessor, Dinov2Config, Segforme
                           UperNetConfig, UperNetForSemanticSegmentation, ViTModel)
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
-from segkit.config import InputSpec, LossConfig, ModelConfig
+from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput
 from segkit.models.head_init import CarriedHead
 from segkit.models.hf import HFSegModel, keep_or_reset_head, read_checkpoint_config
-from segkit.models.hub import resolve_model_dir
+from segkit.models.locate import resolve_model_dir
 from segkit.models.vit_linear import ViTLinearSeg, encoder_from_config
 
 log = logging.getLogger("segkit.models")
@@ -88,7 +88,7 @@ class UperNetViTSeg(HFSegModel):
     def __init__(self, model: nn.Module, labels: LabelSet, processor: Any, input_spec: InputSpec | None = None) -> None:
         p = model.config.backbone_config.patch_size
         # Tokens are whole patches: a side off the patch grid would silently lose its border
-        # pixels, so training refuses it and inference pads (segkit.inference).
+        # pixels, so training refuses it and inference pads (segkit.infer.segment).
         super().__init__(model, labels, processor, input_spec, size_divisor=p, min_size=p, strict_size=True)
 
     @property

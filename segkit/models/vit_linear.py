@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, SegformerImageProcessorPil
 
-from segkit.config import InputSpec
+from segkit.config.recipe import InputSpec
 from segkit.labels import LabelSet
 from segkit.models.base import SegModel, SegOutput
 
@@ -55,7 +55,7 @@ class ViTLinearSeg(SegModel):
     def __init__(self, encoder: nn.Module, labels: LabelSet, processor: Any, input_spec: InputSpec | None = None) -> None:
         c = encoder.config
         # Tokens are whole patches: a side off the patch grid would silently lose its border
-        # pixels, so training refuses it and inference pads (segkit.inference).
+        # pixels, so training refuses it and inference pads (segkit.infer.segment).
         super().__init__(labels, processor, size_divisor=c.patch_size, min_size=c.patch_size, strict_size=True,
                          input_spec=input_spec)
         self.encoder = encoder

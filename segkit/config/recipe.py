@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 import yaml
 
-from segkit.config_auto import resolve_auto
-from segkit.config_fields import build_section
+from segkit.config.auto import resolve_auto
+from segkit.config.fields import build_section
 from segkit.run_folder import write_text
 
 MODEL_FAMILIES = ("segformer", "maskformer", "mask2former", "vit")
 """The model families; `segkit.models.FAMILIES` maps each name to its class."""
 CLASS_WEIGHT_KINDS = ("inverse", "sqrt_inverse", "enet")
-"""Computed class weights (`loss.class_weights`); `segkit.losses.class_weights` defines each."""
+"""Computed class weights (`loss.class_weights`); `segkit.train.losses.class_weights` defines each."""
 
 
 def hw(size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
@@ -124,7 +124,7 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class InputSpec:
     """How images are fed to a model outside training: `augment.eval_mode` resolved. Models save it
-    in their config (`segkit_input`) and in their image processor; see `segkit.inference`."""
+    in their config (`segkit_input`) and in their image processor; see `segkit.infer.segment`."""
 
     mode: Literal["resize", "pad", "none"] = "none"
     size: tuple[int, int] | None = None

@@ -21,20 +21,20 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from segkit.checkpoint import TrainerState, load_checkpoint, prune, resolve_resume, save_checkpoint
-from segkit.config import InputSpec, Recipe, TrainConfig, save_recipe
-from segkit.config_auto import resolve_auto
+from segkit.train.checkpoint import TrainerState, load_checkpoint, prune, resolve_resume, save_checkpoint
+from segkit.config.recipe import InputSpec, Recipe, TrainConfig, save_recipe
+from segkit.config.auto import resolve_auto
 from segkit.data import DataBundle, build_data, load_source, select_classes
 from segkit.data.loaders import build_train_loader, eval_loader
-from segkit.evaluation import evaluate, report_splits
-from segkit.inference import eval_transform, group_by_shape
-from segkit.losses import SegLoss, build_loss, describe_loss
+from segkit.evaluation.scoring import evaluate, report_splits
+from segkit.infer.segment import eval_transform, group_by_shape
+from segkit.train.losses import SegLoss, build_loss, describe_loss
 from segkit.models import SegModel, build_model, load_model, upsample_scores
 from segkit.models.head_init import carries, describe, install
-from segkit.optim import build_optimizer, build_scheduler
-from segkit.report import summary_line
+from segkit.train.optim import build_optimizer, build_scheduler
+from segkit.evaluation.report import summary_line
 from segkit.run_folder import RunFolder, replace_dir, temp_dir_for, write_json
-from segkit.runtime import StopRequest, make_accelerator, size_threads
+from segkit.train.runtime import StopRequest, make_accelerator, size_threads
 
 log = logging.getLogger("segkit")
 

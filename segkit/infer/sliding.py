@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.config import InputSpec
+from segkit.config.recipe import InputSpec
 from segkit.data.augment import EvalTransform
-from segkit.inference import batch_scores, eval_transform, scores_for
+from segkit.infer.segment import batch_scores, eval_transform, scores_for
 
 SLIDE_AREA = 4
 """Images with more than this many training crops' worth of pixels go through sliding windows (a

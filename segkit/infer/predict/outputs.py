@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from segkit.labels import LabelSet
-from segkit.overlays import blend, legend
-from segkit.predict.inputs import InputImage
+from segkit.evaluation.overlays import blend, legend
+from segkit.infer.predict.inputs import InputImage
 from segkit.run_folder import atomic_write
 
 OVERLAY_MAX_SIDE = 4096

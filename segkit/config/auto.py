@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from segkit.config import Recipe
+    from segkit.config.recipe import Recipe
 
 RARE_CLASS_DEFAULTS = {"augment.cat_max_ratio": (0.75, 1.0), "loss.class_weights": ("sqrt_inverse", None),
                        "train.sampler": ("rare", "uniform")}
@@ -47,6 +47,6 @@ def resolved(value: Any, key: str) -> Any:
     """`value`, unless it is a still-unresolved `auto` (a section config built by hand, outside a
     recipe): only the whole recipe knows whether other classes become background."""
     if value == "auto":
-        raise ValueError(f"{key}: 'auto' is resolved from the whole recipe (segkit.config_auto.resolve_auto, run by "
+        raise ValueError(f"{key}: 'auto' is resolved from the whole recipe (segkit.config.auto.resolve_auto, run by "
                          f"load_recipe); when building this section by hand, give a value.")
     return value

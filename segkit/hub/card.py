@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from segkit.config import Recipe
-from segkit.data.sources import PRESET_REPOS
+from segkit.config.recipe import Recipe
+from segkit.data.sources.hub import PRESET_REPOS
 from segkit.labels import LabelSet
 
 PIPELINE_SUBTASK = {"maskformer": "semantic", "mask2former": "semantic"}

@@ -21,13 +21,13 @@ import datasets
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from segkit.config import DataConfig
+from segkit.config.recipe import DataConfig
 from segkit.data.errors import DataError
-from segkit.data.folder import folder_source, folder_splits
+from segkit.data.sources.folder import folder_source, folder_splits
 from segkit.data.source import (Source, class_names_for, detect_columns, hold_out_val, pick_splits,
                                 unlabeled_ids)
-from segkit.data.synthetic import synthetic_source
-from segkit.hub_errors import NETWORK_ERRORS, explain
+from segkit.data.sources.synthetic import synthetic_source
+from segkit.hub.errors import NETWORK_ERRORS, explain
 
 log = logging.getLogger("segkit.data")
 

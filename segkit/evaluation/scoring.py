@@ -1,11 +1,11 @@
 """Score a model on a split at the labels' own resolution: a confusion matrix, then metrics.
 
 Labels are never resized: the model's scores are brought to each label map by the one inference
-path (`segkit.inference`), the same that `segkit predict` and the exported image processor use.
+path (`segkit.infer.segment`), the same that `segkit predict` and the exported image processor use.
 Each process scores its own share of the split and the confusion matrices are summed, so the
 figures are identical for one process or many, and memory stays O(C²) whatever the split size.
 
-`evaluate` runs inside training and in `evaluate_saved` (`segkit evaluate`); `segkit.report`
+`evaluate` runs inside training and in `evaluate_saved` (`segkit evaluate`); `segkit.evaluation.report`
 writes the results down.
 """
 
@@ -19,17 +19,17 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from segkit.config import Recipe
+from segkit.config.recipe import Recipe
 from segkit.data import DataBundle, build_data
 from segkit.data.loaders import eval_loader
-from segkit.inference import eval_transform, scores_for
+from segkit.infer.segment import eval_transform, scores_for
 from segkit.labels import LabelSet, check_same_labels
-from segkit.metrics import ConfusionMatrix, compute_metrics
+from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
 from segkit.models import SegModel, load_model
-from segkit.models.hub import looks_local
-from segkit.report import train_share, write_final_report
+from segkit.models.locate import looks_local
+from segkit.evaluation.report import train_share, write_final_report
 from segkit.run_folder import Report, RunFolder
-from segkit.sliding import sliding_mask, slides
+from segkit.infer.sliding import sliding_mask, slides
 
 SPLITS = ("train", "val", "test")
 

@@ -1,8 +1,8 @@
 """`segkit predict`: images in, masks, overlays and class areas out, for folders of any size.
 
 Decoding and the model's input transform run in DataLoader workers; same-shaped images run as
-one batch through the one inference path (`segkit.inference`), so masks are what evaluation
-computed. Images far larger than the training crops go through sliding windows (segkit.sliding),
+one batch through the one inference path (`segkit.infer.segment`), so masks are what evaluation
+computed. Images far larger than the training crops go through sliding windows (segkit.infer.sliding),
 as in evaluation.
 Broken files are listed in failures.csv and skipped; finished images are skipped on a second run;
 under `accelerate launch` each process takes its share of the files.
@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from segkit.data.augment import EvalTransform
 from segkit.data.loaders import quiet_worker
-from segkit.inference import eval_transform, scores_for
+from segkit.infer.segment import eval_transform, scores_for
 from segkit.models import SegModel, load_model
-from segkit.predict.inputs import InputImage, image_size, list_inputs, read_image
-from segkit.predict.outputs import PredictFolder
-from segkit.sliding import sliding_mask, slides
+from segkit.infer.predict.inputs import InputImage, image_size, list_inputs, read_image
+from segkit.infer.predict.outputs import PredictFolder
+from segkit.infer.sliding import sliding_mask, slides
 
 
 @dataclass
@@ -46,7 +46,7 @@ class PredictOptions:
     overwrite: bool = False
     """Predict images that an earlier run finished, too."""
     sliding: Literal["auto", "always", "never"] = "auto"
-    """auto: as evaluation does (segkit.sliding.slides); always / never override it."""
+    """auto: as evaluation does (segkit.infer.sliding.slides); always / never override it."""
     window: tuple[int, int] | None = None
     """Sliding window (height, width); None takes the model's training crop."""
     overlap: float = 0.25
@@ -88,7 +88,7 @@ class _Images(Dataset):
 
 
 def _slides(height_width: tuple[int, int], option: str, window: tuple[int, int] | None, spec: Any) -> bool:
-    """`auto` is evaluation's own rule (segkit.sliding.slides), so predict reproduces its figures."""
+    """`auto` is evaluation's own rule (segkit.infer.sliding.slides), so predict reproduces its figures."""
     if option == "never" or window is None:
         return False
     return option == "always" or slides(spec, *height_width, window=window)

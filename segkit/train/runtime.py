@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 
-from segkit.config import TrainConfig
+from segkit.config.recipe import TrainConfig
 from segkit.run_folder import RunFolder
 
 

@@ -15,9 +15,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from segkit.labels import LabelSet
-from segkit.overlays import confusion_image, panel
+from segkit.evaluation.overlays import confusion_image, panel
 from segkit.run_folder import Report, atomic_write, write_json, write_text
-from segkit.sliding import predict_masks
+from segkit.infer.sliding import predict_masks
 
 
 def _pct(value: float | None, undefined: str = "n/a") -> str:

@@ -1,6 +1,6 @@
 """Typed recipe sections from YAML values: each value is checked against its field's annotation,
 unknown keys get the closest valid one suggested, and every problem is collected, not raised, so
-a recipe's errors are reported together (`segkit.config.recipe_from_dict`).
+a recipe's errors are reported together (`segkit.config.recipe.recipe_from_dict`).
 """
 
 from __future__ import annotations

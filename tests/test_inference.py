@@ -16,10 +16,10 @@ from segkit.cli import main as cli
 from segkit.config.recipe import InputSpec, ModelConfig, load_recipe
 from segkit.data import load_source, select_classes
 from segkit.data.decode import read_label
-from segkit.infer.segment import eval_transform, scores_for
+from segkit.infer.scores import eval_transform, scores_for
 from segkit.labels import LabelSet
 from segkit.models import build_model
-from segkit.infer.sliding import predict_masks
+from segkit.infer.segment import segment_images
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -90,8 +90,8 @@ def test_mixed_sizes_in_one_batch_score_as_if_alone(family: str, mode: str):
     model = build_model(ModelConfig(family=family, size="tiny", head="linear"), LABELS, spec=spec).eval()
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((64, 96), (70, 50), (64, 96))]
-    together = predict_masks(model, images)
-    alone = [predict_masks(model, [im])[0] for im in images]
+    together = segment_images(model, images)
+    alone = [segment_images(model, [im])[0] for im in images]
     for im, a, b in zip(images, together, alone):
         assert a.shape == (im.height, im.width) and np.array_equal(a, b)
 

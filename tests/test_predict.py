@@ -147,13 +147,14 @@ LABELS = LabelSet(NAMES, background=0)
 
 @pytest.mark.parametrize("family", ["segformer", "vit"])
 def test_sliding_windows_on_an_image_that_fits_are_whole_image_inference(family: str):
-    from segkit.infer.sliding import predict_masks, sliding_mask
+    from segkit.infer.segment import segment_images
+    from segkit.infer.sliding import sliding_mask
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(family=family, size="tiny", head="linear"), LABELS,
                         spec=InputSpec("none", window=(64, 96))).eval()
     image = Image.fromarray(picture(56, 88))
-    assert np.array_equal(sliding_mask(model, image, (64, 96)), predict_masks(model, [image])[0])
+    assert np.array_equal(sliding_mask(model, image, (64, 96)), segment_images(model, [image])[0])
 
 
 def test_sliding_windows_blend_overlaps_and_cover_every_pixel():

@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 
 from segkit.labels import LabelSet
 from segkit.evaluation.overlays import confusion_image, panel
+from segkit.evaluation.per_image import write_per_image
 from segkit.run_folder import Report, atomic_write, write_json, write_text
-from segkit.infer.sliding import predict_masks
+from segkit.infer.segment import segment_images
 
 
 def _pct(value: float | None, undefined: str = "n/a") -> str:
@@ -109,7 +110,7 @@ def write_overlays(model: Any, dataset: Dataset, report: Report, count: int) -> 
     exactly as `segkit predict` would."""
     for i in range(min(count, len(dataset))):
         image, truth = dataset.raw(i)
-        pred = predict_masks(model, [image])[0]
+        pred = segment_images(model, [image])[0]
         picture = panel(image, truth, pred, model.labels, title=f"sample {i}")
         atomic_write(report.overlays / f"{i:03d}.png", lambda p: picture.save(p, format="PNG"))
 
@@ -125,6 +126,21 @@ def summary_line(metrics: dict) -> str:
     return f"mIoU {fmt(s['mIoU'])} (foreground {fmt(f['mIoU'])}), aAcc {fmt(s['aAcc'])}"
 
 
+def environment() -> dict[str, str]:
+    """The versions and machine that produced a report, for reading it later."""
+    import platform
+
+    import torch
+    import transformers
+
+    from segkit import __version__
+
+    return {"segkit": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})",
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def write_final_report(report: Report, results: dict[str, dict[str, Any]], headline: str, model: Any,
                        dataset: Dataset, share: np.ndarray | None, num_overlays: int, extra: dict[str, Any],
                        num_processes: int = 1) -> None:
@@ -132,10 +148,16 @@ def write_final_report(report: Report, results: dict[str, dict[str, Any]], headl
     metrics.json; the table printed."""
     main = dict(results[headline])
     matrix = main.pop("matrix")
-    others = {s: {k: v for k, v in m.items() if k != "matrix"} for s, m in results.items() if s != headline}
+    rows = main.pop("per_image", None)
+    others = {s: {k: v for k, v in m.items() if k not in ("matrix", "per_image")}
+              for s, m in results.items() if s != headline}
     write_report(report, main, matrix, model.labels, train_share=share,
-                 extra={"split": headline, "confusion_matrix": matrix, "other_splits": others, **extra})
+                 extra={"split": headline, "confusion_matrix": matrix, "other_splits": others,
+                        "labels": model.labels.to_dict(), "train_share": share, "environment": environment(),
+                        **extra})
     write_overlays(model, dataset, report, num_overlays)
+    if rows is not None:
+        write_per_image(report, rows, model, dataset)
     procs = f", {num_processes} processes" if num_processes > 1 else ""
     print(f"\nPer-class results on {headline} ({len(dataset)} images{procs}):")
     print(format_table(main, model.labels, share))

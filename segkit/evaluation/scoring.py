@@ -11,34 +11,40 @@ writes the results down.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from segkit.config.recipe import Recipe
 from segkit.data import DataBundle, build_data
 from segkit.data.loaders import eval_loader
-from segkit.infer.segment import eval_transform, scores_for
+from segkit.infer.scores import eval_transform
+from segkit.infer.segment import Job, segment
 from segkit.labels import LabelSet, check_same_labels
-from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
+from segkit.evaluation.metrics import ConfusionMatrix, ImageTally, compute_metrics
 from segkit.models import SegModel, load_model
 from segkit.models.locate import looks_local
+from segkit.evaluation.html_report import write_html
 from segkit.evaluation.report import train_share, write_final_report
 from segkit.run_folder import Report, RunFolder
-from segkit.infer.sliding import sliding_mask, slides
 
 SPLITS = ("train", "val", "test")
 
 
 @torch.no_grad()
 def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Accelerator,
-             mixed_precision: bool = False) -> dict[str, Any]:
+             mixed_precision: bool = False, per_image: bool = False) -> dict[str, Any]:
     """Confusion matrix over this process's share, summed across processes, turned into metrics
     (plus the matrix itself, as nested lists, under "matrix").
+
+    `per_image` also scores each image from its own small confusion matrix in the same pass
+    (`ImageTally`): rows gathered from every process, sorted by index, under "per_image".
 
     Reports run in full precision, as `pipeline` and `segkit predict` do by default, so that they
     reproduce them; `mixed_precision` (the training's autocast) is for evaluations inside training,
@@ -51,22 +57,25 @@ def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Acce
     bar = tqdm(loader, desc="evaluate", leave=False, disable=not accelerator.is_local_main_process)
     autocast = accelerator.autocast if mixed_precision else None
     dataset = loader.dataset.dataset  # eval loaders hold a Subset: this process's share
+    tally = ImageTally(cm, labels, per_image)
     for batch in bar:
         targets = batch["labels"]
-        sizes = [tuple(t.shape[-2:]) for t in targets]
-        whole = [i for i, (h, w) in enumerate(sizes) if not slides(net.input_spec, h, w)]
-        for k, scores in scores_for(net, [batch["pixel_values"][i] for i in whole], [sizes[i] for i in whole],
-                                    accelerator.device, autocast):
-            cm.update(scores.argmax(0), targets[whole[k]].to(accelerator.device))
-        for i in (i for i in range(len(sizes)) if i not in whole):  # far larger than the training crops
-            image, _ = dataset.raw(int(batch["index"][i]))
-            mask = sliding_mask(net, image, net.input_spec.window, device=accelerator.device, autocast=autocast)
-            cm.update(torch.from_numpy(mask).to(accelerator.device), targets[i].to(accelerator.device))
+        jobs = [Job(tuple(t.shape[-2:]), batch["pixel_values"][i], partial(raw_image, dataset, int(batch["index"][i])))
+                for i, t in enumerate(targets)]
+        for i, mask in segment(net, jobs, accelerator.device, autocast):
+            tally.update(int(batch["index"][i]), mask, targets[i].to(accelerator.device))
     matrix = accelerator.reduce(cm.matrix, reduction="sum")
     model.train(was_training)
     result = compute_metrics(matrix, labels)
     result["matrix"] = matrix.cpu().tolist()
+    if per_image:
+        result["per_image"] = sorted(gather_object(tally.rows), key=lambda r: r["index"])
     return result
+
+
+def raw_image(dataset: Any, index: int) -> Any:
+    """The original image of item `index`, for an image that goes through sliding windows."""
+    return dataset.raw(index)[0]
 
 
 def score_splits(model: Any, data: DataBundle, splits: list[str], accelerator: Accelerator,
@@ -76,7 +85,7 @@ def score_splits(model: Any, data: DataBundle, splits: list[str], accelerator: A
     for split in splits:
         loader = eval_loader(getattr(data, split), batch_size, num_workers, accelerator.process_index,
                              accelerator.num_processes)
-        results[split] = evaluate(model, loader, data.labels, accelerator)
+        results[split] = evaluate(model, loader, data.labels, accelerator, per_image=True)
     return results
 
 
@@ -89,8 +98,9 @@ def report_splits(model: SegModel, data: DataBundle, splits: list[str], report: 
     if accelerator.is_main_process:
         write_final_report(report, results, splits[-1], model, getattr(data, splits[-1]), train_share(data.stats),
                            recipe.train.num_overlays, extra or {}, accelerator.num_processes)
+        write_html(report)
     accelerator.wait_for_everyone()
-    return {s: {k: v for k, v in m.items() if k != "matrix"} for s, m in results.items()}
+    return {s: {k: v for k, v in m.items() if k not in ("matrix", "per_image")} for s, m in results.items()}
 
 
 def evaluate_saved(model_path: str | Path, recipe: Recipe, split: str, out_dir: str | Path | None,

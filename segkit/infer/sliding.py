@@ -4,8 +4,8 @@ A model fed at the image's own scale (`eval_mode` none or pad) takes an image wh
 holds more than `SLIDE_AREA` training crops' worth of pixels; then windows of the crop's size step
 over it with overlap, and where they overlap their scores are blended with weights that fall
 towards each window's edge (a pixel near a window's border sees little context). Evaluation and
-`segkit predict` apply the same rule, so the reported figures are what predict gives;
-`predict_masks` is that rule for a list of images (overlays, tests).
+`segkit predict` apply the same rule (`Windows`, applied by `segkit.infer.segment`), so the
+reported figures are what predict gives.
 
 Memory stays bounded: scores are kept for one band of windows at a time (C x window height x
 image width), and each band's finished rows go straight to the mask. On an image that fits in one
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Literal
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from PIL import Image
 
 from segkit.config.recipe import InputSpec
 from segkit.data.augment import EvalTransform
-from segkit.infer.segment import batch_scores, eval_transform, scores_for
+from segkit.infer.scores import batch_scores
 
 SLIDE_AREA = 4
 """Images with more than this many training crops' worth of pixels go through sliding windows (a
@@ -37,6 +38,30 @@ def slides(spec: InputSpec, height: int, width: int, window: tuple[int, int] | N
     if spec.mode == "resize" or window is None:
         return False  # a resized image has the size the model was evaluated at, whatever its own
     return height * width > SLIDE_AREA * window[0] * window[1]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """When an image goes through sliding windows, and how: the one policy that evaluation and
+    `segkit predict` hand to `segkit.infer.segment`."""
+
+    mode: Literal["auto", "always", "never"] = "auto"
+    """auto: `slides` (evaluation's own rule); always / never override it."""
+    window: tuple[int, int] | None = None
+    """Window (height, width); None takes the model's training crop (`InputSpec.window`)."""
+    overlap: float = 0.25
+    batch: int = 4
+    """Windows per forward pass."""
+
+    def size_for(self, spec: InputSpec) -> tuple[int, int] | None:
+        return self.window or spec.window
+
+    def applies(self, spec: InputSpec, height: int, width: int) -> bool:
+        """Whether an image of this size goes through windows under this policy."""
+        window = self.size_for(spec)
+        if self.mode == "never" or window is None:
+            return False
+        return self.mode == "always" or slides(spec, height, width, window=window)
 
 
 def starts(size: int, window: int, overlap: float) -> list[int]:
@@ -93,19 +118,3 @@ def sliding_mask(model: Any, image: Image.Image, window: tuple[int, int], overla
         mask[y: y + done] = band[:, :done].argmax(0).to(torch.uint8).cpu().numpy()
         band = torch.cat([band[:, done:], torch.zeros_like(band[:, :done])], dim=1)
     return mask
-
-
-def predict_masks(model: Any, images: Sequence[Image.Image], device: torch.device | str | None = None) -> list[np.ndarray]:
-    """(H, W) uint8 class-id masks for PIL images, each at its own size, as evaluation computes
-    them: the argmax of `scores_for`, or sliding windows for an image far larger than the training
-    crops."""
-    device = device or next(model.parameters()).device
-    transform = eval_transform(model)
-    masks: list[np.ndarray] = [np.empty(0)] * len(images)
-    whole = [i for i, im in enumerate(images) if not slides(model.input_spec, im.height, im.width)]
-    inputs = [transform(images[i]) for i in whole]
-    for k, scores in scores_for(model, inputs, [(images[i].height, images[i].width) for i in whole], device):
-        masks[whole[k]] = scores.argmax(0).to(torch.uint8).cpu().numpy()
-    for i in (i for i in range(len(images)) if i not in whole):
-        masks[i] = sliding_mask(model, images[i], model.input_spec.window, device=device)
-    return masks

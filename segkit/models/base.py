@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from segkit.config.recipe import InputSpec
+from segkit.infer.segment import Job, segment
+from segkit.infer.sliding import Windows
 from segkit.labels import LabelSet
 
 class ModelError(ValueError):
@@ -43,6 +45,11 @@ class SegModel(nn.Module):
     classifier_name: str = ""
     """Dotted path of the final classifier (a Linear or 1x1 Conv with one row per class, plus
     MaskFormer's "no object" row): what head initialisation rebuilds for a new label set."""
+    never_used: tuple[str, ...] = ()
+    """Endings of parameter names that no forward pass uses (DINOv2's `embeddings.mask_token`,
+    the Swin backbones' final layernorm). `freeze_never_used` freezes them: under several processes
+    DDP waits for a gradient of every trainable parameter and fails at the second step otherwise,
+    and `find_unused_parameters` would walk the autograd graph on every step instead."""
 
     def __init__(self, labels: LabelSet, processor: Any, size_divisor: int, min_size: int,
                  strict_size: bool = False, input_spec: InputSpec | None = None) -> None:
@@ -61,6 +68,9 @@ class SegModel(nn.Module):
         self.carried_head: Any = None
         """The checkpoint's classifier for other classes (models/head_init.py), until training
         builds the new head from it; None otherwise."""
+        self.head_note: str | None = None
+        """For the banner, when the checkpoint had no pixel classifier to carry (an image
+        classifier such as nvidia/mit-b0's, or no head at all): what became of its head."""
         self.set_input_spec(input_spec or InputSpec("none"))
 
     # -- what each family provides -------------------------------------------------------------
@@ -111,6 +121,13 @@ class SegModel(nn.Module):
                 (backbone if id(p) in in_backbone else head).append(p)
         return backbone, head
 
+    def freeze_never_used(self) -> list[str]:
+        """Freeze the parameters named by `never_used`; returns their names."""
+        names = [n for n, p in self.named_parameters() if n.endswith(self.never_used) and p.requires_grad]
+        for n in names:
+            self.get_parameter(n).requires_grad_(False)
+        return names
+
     def freeze_backbone(self) -> None:
         for p in self.backbone().parameters():
             p.requires_grad_(False)
@@ -146,17 +163,15 @@ class SegModel(nn.Module):
 
     @torch.inference_mode()
     def predict(self, pixel_values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(B, H, W) int64 class ids for already preprocessed inputs, through the one inference
-        path (`segkit.infer.segment`): the argmax of the scores brought to `size`."""
-        from segkit.infer.segment import scores_for  # inference imports this module, so not at the top
-
+        """(B, H, W) int64 class ids for already preprocessed inputs, through the one dispatch
+        (`segkit.infer.segment`): the argmax of the scores brought to `size`. Preprocessed inputs
+        carry no original image, so nothing slides here."""
         was_training = self.training
         self.eval()
         try:
-            inputs = list(pixel_values)
-            maps: list[torch.Tensor | None] = [None] * len(inputs)
-            for i, scores in scores_for(self, inputs, [size] * len(inputs)):
-                maps[i] = scores.argmax(0)
+            maps: list[torch.Tensor | None] = [None] * len(pixel_values)
+            for i, mask in segment(self, [Job(size, x) for x in pixel_values], windows=Windows("never")):
+                maps[i] = mask.long()
         finally:
             self.train(was_training)
         return torch.stack(maps)  # type: ignore[arg-type]

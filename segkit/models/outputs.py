@@ -1,7 +1,7 @@
 """Any family's raw output -> (B, C, H, W) class scores. The one place that knows the formats.
 
-Loss, metrics, overlays and prediction read `SegOutput.scores` and call `upsample_scores`; none of
-them branch on the model family.
+Loss, metrics, overlays and prediction read `SegOutput.scores` and bring them to label size with
+`segkit.infer.scores.upsample_scores`; none of them branch on the model family.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from segkit.infer.scores import upsample_scores
 
 
 def to_scores(outputs: Any, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -34,11 +35,3 @@ def to_scores(outputs: Any, size: tuple[int, int] | None = None) -> torch.Tensor
         mask_probs = mask_logits.sigmoid()  # (B, Q, h, w)
         scores = torch.einsum("bqc,bqhw->bchw", class_probs, mask_probs)
     return scores if size is None else upsample_scores(scores, size)
-
-
-def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, C, h, w) scores to `size` (label resolution); a no-op if equal."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(scores.shape[-2:]) == size:
-        return scores
-    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)

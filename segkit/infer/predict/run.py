@@ -1,9 +1,8 @@
 """`segkit predict`: images in, masks, overlays and class areas out, for folders of any size.
 
 Decoding and the model's input transform run in DataLoader workers; same-shaped images run as
-one batch through the one inference path (`segkit.infer.segment`), so masks are what evaluation
-computed. Images far larger than the training crops go through sliding windows (segkit.infer.sliding),
-as in evaluation.
+one batch through the one dispatch (`segkit.infer.segment`), so masks are what evaluation
+computed, sliding windows for images far larger than the training crops included.
 Broken files are listed in failures.csv and skipped; finished images are skipped on a second run;
 under `accelerate launch` each process takes its share of the files.
 """
@@ -17,7 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -28,11 +27,12 @@ from tqdm.auto import tqdm
 
 from segkit.data.augment import EvalTransform
 from segkit.data.loaders import quiet_worker
-from segkit.infer.segment import eval_transform, scores_for
+from segkit.infer.scores import eval_transform
+from segkit.infer.segment import Job, segment
 from segkit.models import SegModel, load_model
 from segkit.infer.predict.inputs import InputImage, image_size, list_inputs, read_image
 from segkit.infer.predict.outputs import PredictFolder
-from segkit.infer.sliding import sliding_mask, slides
+from segkit.infer.sliding import Windows
 
 
 @dataclass
@@ -46,7 +46,7 @@ class PredictOptions:
     overwrite: bool = False
     """Predict images that an earlier run finished, too."""
     sliding: Literal["auto", "always", "never"] = "auto"
-    """auto: as evaluation does (segkit.infer.sliding.slides); always / never override it."""
+    """auto: as evaluation does (segkit.infer.sliding.Windows); always / never override it."""
     window: tuple[int, int] | None = None
     """Sliding window (height, width); None takes the model's training crop."""
     overlap: float = 0.25
@@ -69,8 +69,9 @@ class _Images(Dataset):
     """Decodes and transforms one input in a worker; large images are only measured there (the
     main process decodes them for sliding windows, so they cross no process boundary)."""
 
-    def __init__(self, items: list[InputImage], transform: EvalTransform, slide: Any, keep_image: bool) -> None:
-        self.items, self.transform, self.slide, self.keep_image = items, transform, slide, keep_image
+    def __init__(self, items: list[InputImage], transform: EvalTransform, slides: Callable[[int, int], bool],
+                 keep_image: bool) -> None:
+        self.items, self.transform, self.slides, self.keep_image = items, transform, slides, keep_image
 
     def __len__(self) -> int:
         return len(self.items)
@@ -78,20 +79,14 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i]
         try:
-            if self.slide(image_size(item.path)):
-                return {"item": item, "large": True}
+            size = image_size(item.path)
+            if self.slides(*size):
+                return {"item": item, "large": True, "size": size}
             image = read_image(item.path)
             return {"item": item, "pixels": self.transform(image), "size": (image.height, image.width),
                     "image": np.asarray(image) if self.keep_image else None}
         except (OSError, ValueError) as e:
             return {"item": item, "error": str(e)}
-
-
-def _slides(height_width: tuple[int, int], option: str, window: tuple[int, int] | None, spec: Any) -> bool:
-    """`auto` is evaluation's own rule (segkit.infer.sliding.slides), so predict reproduces its figures."""
-    if option == "never" or window is None:
-        return False
-    return option == "always" or slides(spec, *height_width, window=window)
 
 
 def _autocast(choice: str, device: torch.device) -> Any:
@@ -105,12 +100,11 @@ def _autocast(choice: str, device: torch.device) -> Any:
     return partial(torch.autocast, device.type, dtype=dtype)
 
 
-def _window(model: SegModel, options: PredictOptions) -> tuple[int, int] | None:
-    if options.window:
-        return options.window
-    if options.sliding == "always" and model.input_spec.window is None:
+def _windows(model: SegModel, options: PredictOptions) -> Windows:
+    """The options' sliding-window policy; `auto` is evaluation's own, so predict reproduces its figures."""
+    if options.sliding == "always" and not options.window and model.input_spec.window is None:
         raise ValueError("--sliding always: this model does not record its training crop; give --window HxW.")
-    return model.input_spec.window
+    return Windows(options.sliding, options.window, options.overlap, options.batch_size)
 
 
 @torch.inference_mode()
@@ -130,10 +124,10 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
     out.start(options.overwrite)
     if options.overwrite and accelerator.num_processes > 1 and accelerator.is_main_process:
         PredictFolder(Path(output), model.labels).start(overwrite=True)  # the shared files the parts join
-    window = _window(model, options)
+    windows = _windows(model, options)
     autocast = _autocast(options.precision, accelerator.device)
-    decide = partial(_slides, option=options.sliding, window=window, spec=model.input_spec)
-    dataset = _Images(todo, eval_transform(model), decide, keep_image=options.alpha is not None)
+    dataset = _Images(todo, eval_transform(model), partial(windows.applies, model.input_spec),
+                      keep_image=options.alpha is not None)
     loader = DataLoader(dataset, batch_size=options.batch_size, num_workers=options.workers, collate_fn=list,
                         worker_init_fn=quiet_worker)
     processed = failed = 0
@@ -141,27 +135,25 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
     with ThreadPoolExecutor(max_workers=1) as writer:  # PNG encoding overlaps the next batch's compute
         pending = []
         for batch in loader:
+            ready = []
             for b in batch:
+                if b.get("large"):  # decoded here, not in a worker: it would cross processes whole
+                    try:
+                        b["image"] = read_image(b["item"].path)
+                        b["size"] = (b["image"].height, b["image"].width)  # after EXIF rotation
+                    except (OSError, ValueError) as e:
+                        b["error"] = str(e)
+                elif b.get("image") is not None:
+                    b["image"] = Image.fromarray(b["image"])
                 if "error" in b:
                     out.fail(b["item"], b["error"])
                     failed += 1
-            whole = [b for b in batch if "pixels" in b]
-            for i, scores in scores_for(model, [b["pixels"] for b in whole], [b["size"] for b in whole],
-                                        accelerator.device, autocast, options.flip):
-                mask = scores.argmax(0).to(torch.uint8).cpu().numpy()
-                image = Image.fromarray(whole[i]["image"]) if whole[i]["image"] is not None else None
-                pending.append(writer.submit(out.write, whole[i]["item"], image, mask, options.alpha))
-                processed += 1
-            for b in (b for b in batch if b.get("large")):
-                try:
-                    image = read_image(b["item"].path)
-                except (OSError, ValueError) as e:
-                    out.fail(b["item"], str(e))
-                    failed += 1
-                    continue
-                mask = sliding_mask(model, image, window, options.overlap, options.batch_size, accelerator.device,
-                                    autocast, options.flip)
-                pending.append(writer.submit(out.write, b["item"], image, mask, options.alpha))
+                else:
+                    ready.append(b)
+            jobs = [Job(b["size"], b.get("pixels"), b["image"]) for b in ready]
+            for i, mask in segment(model, jobs, accelerator.device, autocast, options.flip, windows):
+                b = ready[i]
+                pending.append(writer.submit(out.write, b["item"], b["image"], mask.cpu().numpy(), options.alpha))
                 processed += 1
             bar.update(len(batch))
             for f in [f for f in pending if f.done()]:

@@ -1,4 +1,4 @@
-"""`segkit train | evaluate | inspect | predict | export | push`: each a few lines over a library call.
+"""`segkit train | evaluate | report | inspect | predict | export | push`: each a few lines over a library call.
 
 User mistakes (a bad recipe, a missing file, a wrong flag) print one clear message and exit 2;
 only real bugs show a traceback. Each command imports its library module when it runs, not at the
@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"Interrupted at step {result['step']}; checkpoint saved. Continue with:\n"
               f"  segkit train {args.recipe} --output-dir {out} --resume")
         return 130
-    print(f"Run folder: {out}  (model/, metrics.json, per_class.md, confusion.png, overlays/)")
+    print(f"Run folder: {out}  (model/, metrics.json, per_class.md, per_image.csv, report.html, overlays/)")
     if args.push_to_hub:
         from segkit.hub.export import push
 
@@ -48,6 +48,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     recipe_path = args.data or _run_recipe(args.model)
     evaluate_saved(args.model, load_recipe(recipe_path, args.set), args.split, args.output, revision=args.revision)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from segkit.evaluation.html_report import write_html
+
+    print(f"Report: {write_html(args.run)}")
     return 0
 
 
@@ -151,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="report folder (default RUN/eval-SPLIT)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.set_defaults(fn=cmd_evaluate)
+
+    rp = sub.add_parser("report", help="rebuild report.html from a run folder (or an eval-SPLIT folder)")
+    rp.add_argument("run", help="run folder, or a report folder that `segkit evaluate` wrote")
+    rp.set_defaults(fn=cmd_report)
 
     pr = sub.add_parser("predict", help="predict masks for files, folders or globs of images")
     pr.add_argument("model", help="run folder, model folder or Hub model id")

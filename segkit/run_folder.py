@@ -7,6 +7,8 @@
       checkpoints/       resumable states (atomic; last K plus the best)
       model/             the best model in the Hugging Face layout (reload with from_pretrained)
       metrics.json, per_class.md, confusion.png, overlays/   the final evaluation (a `Report`)
+      per_image.csv, worst/, report.html   its per-image scores, the worst images per class, and
+                         the self-contained HTML report (`segkit report RUN` rebuilds it)
       start.json         the step-0 evaluation, when the head was carried over from a checkpoint
       logs/              TensorBoard (or W&B) tracker files
       export/            `segkit export`: the model with a model card, ready to push
@@ -94,6 +96,20 @@ class Report:
         self.per_class = self.root / "per_class.md"
         self.confusion = self.root / "confusion.png"
         self.overlays = self.root / "overlays"
+        self.per_image = self.root / "per_image.csv"
+        self.worst = self.root / "worst"
+        self.html = self.root / "report.html"
+
+    def worst_panel(self, index: int) -> Path:
+        """image | truth | prediction of image `index`, one of the worst for some class."""
+        return self.worst / f"{index:05d}.png"
+
+    def run(self) -> "RunFolder | None":
+        """The training run this report belongs to: its own folder, or the parent of eval-SPLIT/."""
+        for root in (self.root, self.root.parent):
+            if RunFolder(root).recipe.is_file():
+                return RunFolder(root)
+        return None
 
 
 class RunFolder(Report):

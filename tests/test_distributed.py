@@ -47,6 +47,10 @@ def test_two_processes_train_and_score_like_one(tmp_path: Path):
     trained = scores(out)
     assert scores(tmp_path / "one-eval") == trained
     assert scores(tmp_path / "two-eval") == trained
+    # per-image rows are gathered from both processes: every image once, in order, as one process scores it
+    one_rows = (tmp_path / "one-eval" / "per_image.csv").read_text()
+    assert (tmp_path / "two-eval" / "per_image.csv").read_text() == one_rows
+    assert [line.split(",")[0] for line in one_rows.splitlines()[1:]] == [str(i) for i in range(7)]
     total = sum(c["gt_pixels"] for c in trained["per_class"].values())
     assert total == json.loads((out / "metrics.json").read_text())["num_pixels"] > 0
 

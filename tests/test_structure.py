@@ -80,7 +80,8 @@ def literal_sites(pattern: str) -> list[str]:
 
 
 def test_run_folder_names_are_written_once():
-    names = r"(recipe\.yaml|class_stats\.json|train_log\.jsonl|metrics\.json|per_class\.md|confusion\.png|start\.json)"
+    names = (r"(recipe\.yaml|class_stats\.json|train_log\.jsonl|metrics\.json|per_class\.md|confusion\.png|start\.json"
+             r"|per_image\.csv|report\.html)")
     assert literal_sites(names) == ["run_folder.py"]
     assert literal_sites(r"step-\{step:07d\}|checkpoints") == ["run_folder.py"]
 

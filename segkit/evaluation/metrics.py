@@ -175,3 +175,69 @@ def compute_metrics(matrix: torch.Tensor | np.ndarray, labels: LabelSet) -> dict
     }
     out["num_pixels"] = int(m.sum())
     return out
+
+
+def image_scores(matrix: torch.Tensor | np.ndarray, labels: LabelSet, top_pairs: int = 3) -> dict[str, Any]:
+    """One image's scores from its own confusion matrix: what the report's gallery sorts by.
+
+    Returns ``{"pixels", "pixel_acc", "mIoU", "iou": {name: IoU}, "confused": [(truth, pred,
+    pixels)]}``. ``iou`` holds only the classes present in the truth or the prediction (an image
+    shows a few of the classes; the rest have nothing to score), and ``mIoU`` is their mean.
+    ``confused`` lists the `top_pairs` largest off-diagonal cells, largest first. Scores of an
+    image with no scored pixels are None.
+    """
+    if isinstance(matrix, torch.Tensor):
+        matrix = matrix.detach().cpu().numpy()
+    m = np.asarray(matrix, dtype=np.float64)
+    tp, gt, pred = np.diag(m), m.sum(1), m.sum(0)
+    iou = {labels.names[k]: float(tp[k] / (gt[k] + pred[k] - tp[k]))
+           for k in range(labels.num_classes) if gt[k] > 0 or pred[k] > 0}
+    off = m.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None, kind="stable")[::-1][:top_pairs]
+    pairs = [(labels.names[i], labels.names[j], int(off[i, j]))
+             for i, j in zip(*np.unravel_index(order, m.shape)) if off[i, j] > 0]
+    total = m.sum()
+    return {"pixels": int(total), "pixel_acc": _ratio(tp.sum(), total), "mIoU": _mean(list(iou.values())),
+            "iou": iou, "confused": pairs}
+
+
+class ImageTally:
+    """A split's confusion matrix and, with `per_image`, each image's own: the split's matrix is
+    then the sum of the images', so per-image scores cost no second pass over the split.
+
+    Image matrices stay on the device until `FLUSH_EVERY` have gathered, then go to the host in
+    one copy and become rows of `image_scores` (plus "index"); only the rows are kept, so memory
+    stays O(C²) per batch whatever the split size.
+    """
+
+    FLUSH_EVERY = 64
+
+    def __init__(self, cm: ConfusionMatrix, labels: LabelSet, per_image: bool = True):
+        self.cm, self.labels, self.per_image = cm, labels, per_image
+        self._rows: list[dict[str, Any]] = []
+        self._pending: list[tuple[int, torch.Tensor]] = []
+
+    def update(self, index: int, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Count one image (`index`: its row in the split)."""
+        if not self.per_image:
+            self.cm.update(pred, target)
+            return
+        one = ConfusionMatrix(self.cm.num_classes, self.cm.ignore_index, device=self.cm.matrix.device)
+        one.update(pred, target)
+        self.cm.matrix += one.matrix
+        self._pending.append((int(index), one.matrix))
+        if len(self._pending) >= self.FLUSH_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            host = torch.stack([m for _, m in self._pending]).cpu().numpy()
+            self._rows += [{"index": i, **image_scores(m, self.labels)} for (i, _), m in zip(self._pending, host)]
+            self._pending.clear()
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """This process's image rows, in the order counted."""
+        self._flush()
+        return self._rows

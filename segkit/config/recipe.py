@@ -37,9 +37,14 @@ class RecipeError(ValueError):
 
 @dataclass
 class DataConfig:
-    format: Literal["synthetic", "ade20k", "sidewalk", "hub", "folder", "disk"] = "synthetic"
+    format: Literal["synthetic", "ade20k", "sidewalk", "hub", "folder", "disk", "coco", "coco_panoptic", "cvat",
+                    "cvat_mask", "label_studio", "labelme", "voc", "colour_masks"] = "synthetic"
     """Where rows come from. `ade20k` and `sidewalk` are Hub presets; `hub` is any repo id;
-    `folder` is images + masks on disk; `disk` is a dataset saved with `save_to_disk`."""
+    `folder` is images + masks on disk; `disk` is a dataset saved with `save_to_disk`. Annotation
+    exports, read as the tool wrote them (`data.path`): `coco`, `coco_panoptic`, `cvat` (CVAT for
+    images 1.1 XML), `cvat_mask` (CVAT Segmentation mask 1.1), `label_studio` (JSON export),
+    `labelme` (a folder of JSON files), `voc` (Pascal VOC SegmentationClass) and `colour_masks`
+    (RGB masks with a colour table in `data.palette`)."""
     path: str | None = None
     """Hub repo id or local folder. Presets fill it in; `ade20k` also accepts a local
     ADEChallengeData2016 folder here."""
@@ -66,7 +71,17 @@ class DataConfig:
     """Source class names by id: a list, or a JSON/YAML/TXT file. None reads them from the
     source (preset tables, the repo's id2label.json, or the dataset features)."""
     palette: list[list[int]] | str | None = None
-    """`folder` format with RGB masks: one [r, g, b] per source class id, or a file holding them."""
+    """`folder` format with RGB masks: one [r, g, b] per source class id, or a file holding them.
+    `colour_masks`/`voc`/`cvat_mask`: the colour table, a `labelmap.txt` (`name:r,g,b::`), a
+    JSON/YAML name -> [r, g, b] map, or a preset: `cityscapes`, `camvid`. None finds labelmap.txt."""
+    keep_crowd: bool = False
+    """`coco`/`coco_panoptic`: draw `iscrowd: 1` regions as their class. False makes them 255
+    (ignored): a crowd region's pixels are not all of that class."""
+    polyline_width: int = 0
+    """`cvat`: draw `<polyline>` shapes this many pixels wide. 0 leaves them out (a line has no area)."""
+    from_name: str | None = None
+    """`label_studio`: the labelling tag (`from_name`) whose results to read. None reads every
+    polygonlabels/brushlabels result."""
     streaming: bool = False
     """Stream rows from the Hub instead of downloading: for datasets larger than the disk."""
     synthetic_samples: int = 64
@@ -75,6 +90,10 @@ class DataConfig:
     """`synthetic` format: side length of generated images in pixels."""
     seed: int = 0
     """Seed for the train/val split and for sample caps."""
+    max_skipped: float = 0.01
+    """Training samples that fail to decode or to map mid-run (a streamed or unaudited source) are
+    skipped and listed in RUN/skipped.csv. The run stops once skips pass this: a count (>= 1), or a
+    share (< 1) of the samples read, counted against at least 1000. 0 stops at the first one."""
     license: str | None = None
     """Licence of the data, e.g. `cc-by-nc-4.0`. Pictures of non-commercial or gated data stay out
     of a public `segkit push` unless asked for."""
@@ -124,7 +143,7 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class InputSpec:
     """How images are fed to a model outside training: `augment.eval_mode` resolved. Models save it
-    in their config (`segkit_input`) and in their image processor; see `segkit.infer.segment`."""
+    in their config (`segkit_input`) and in their image processor; see `segkit.infer.scores`."""
 
     mode: Literal["resize", "pad", "none"] = "none"
     size: tuple[int, int] | None = None
@@ -260,6 +279,9 @@ class TrainConfig:
     """`rare` sampler: image weight grows with (1 / class frequency) ** power."""
     num_overlays: int = 8
     """Overlay panels written after the final evaluation."""
+    max_bad_steps: int = 5
+    """A step whose loss or gradient norm is NaN or inf is skipped (the weights stay finite); this
+    many in a row stop the run, naming the last good checkpoint."""
 
 
 @dataclass
@@ -301,6 +323,9 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     need(t.log_every >= 1, "train.log_every: must be >= 1")
     need(t.num_overlays >= 0, "train.num_overlays: must be >= 0")
     need(t.sampler_power >= 0, "train.sampler_power: must be >= 0")
+    need(t.max_bad_steps >= 1, "train.max_bad_steps: must be >= 1 (non-finite steps in a row before stopping)")
+    need(d.max_skipped >= 0 and (d.max_skipped < 1 or float(d.max_skipped).is_integer()),
+         f"data.max_skipped: {d.max_skipped} is neither a count (a whole number >= 1) nor a share (0..1)")
     for name, size in (("augment.crop_size", a.crop_size), ("augment.eval_size", a.eval_size)):
         sides = size if isinstance(size, list) else [size] if size is not None else []
         need(len(sides) in (0, 1, 2) and all(s >= 8 for s in sides), f"{name}: give one side or [height, width], each >= 8")
@@ -312,7 +337,7 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     need(not (m.checkpoint and m.size), "model: set either model.checkpoint (pretrained) or model.size (random weights), not both")
     need(0 <= d.val_fraction < 1, "data.val_fraction: a share in [0, 1)")
     need(d.format != "synthetic" or d.synthetic_samples >= 1, "data.synthetic_samples: must be >= 1")
-    need(d.format not in ("hub", "folder", "disk") or bool(d.path), f"data.path: format '{d.format}' needs a path (repo id or folder)")
+    need(d.format in ("synthetic", "ade20k", "sidewalk") or bool(d.path), f"data.path: format '{d.format}' needs a path (repo id or folder)")
     need(0 < lo.ohem_keep <= 1, "loss.ohem_keep: a share in (0, 1]")
     need(lo.dice >= 0 and lo.lovasz >= 0, "loss.dice / loss.lovasz: weights must be >= 0")
     if isinstance(lo.class_weights, str):

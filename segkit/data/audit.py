@@ -141,9 +141,11 @@ def _rows(source: Source, name: str, recipe: Recipe):
 
 def inspect_recipe(recipe: Recipe, output_dir: Path) -> AuditReport:
     """Audit every split of the recipe's data; write `output_dir/samples.png`."""
-    source = load_source(recipe.data)
+    source = load_source(recipe.data, keep_faults=True)
     selection = select_classes(source, recipe.classes)
     report = AuditReport(f"{source.name} ({recipe.data.format})", selection.labels, describe(selection, source), {}, [], [])
+    report.fatal += [f"export: {f}" for f in source.faults]  # annotation exports: found while rasterising
+    report.warnings += [f"export: {w}" for w in source.warnings]
     shown: list = []
     for name in (s for s in ("train", "val", "test") if s in source.splits):
         rows = _rows(source, name, recipe)

@@ -50,6 +50,11 @@ class Source:
     """Colour of each source id when masks are RGB images (`folder` format with `data.palette`)."""
     origin: str = ""
     """Format, path and revision: what identifies the data for the statistics cache."""
+    faults: list[str] = field(default_factory=list)
+    """Annotation-export problems that make training wrong (unknown label, missing image, bad RLE),
+    each naming its file: `load_source` refuses them, `segkit inspect` lists them."""
+    warnings: list[str] = field(default_factory=list)
+    """Export problems worth knowing that do not stop training (a degenerate polygon, a mask without image)."""
 
 
 def detect_columns(ds: Split, image_column: str | None, label_column: str | None, where: str) -> Split:

@@ -27,6 +27,7 @@ from segkit.data.sources.folder import folder_source, folder_splits
 from segkit.data.source import (Source, class_names_for, detect_columns, hold_out_val, pick_splits,
                                 unlabeled_ids)
 from segkit.data.sources.synthetic import synthetic_source
+from segkit.data.sources.exports import EXPORT_LOADERS
 from segkit.hub.errors import NETWORK_ERRORS, explain
 
 log = logging.getLogger("segkit.data")
@@ -250,14 +251,23 @@ def _disk(cfg: DataConfig) -> Source:
 
 
 LOADERS = {"synthetic": synthetic_source, "ade20k": _ade20k, "sidewalk": _sidewalk, "hub": _hub,
-           "folder": folder_source, "disk": _disk}
+           "folder": folder_source, "disk": _disk, **EXPORT_LOADERS}
 
 
-def load_source(cfg: DataConfig) -> Source:
-    """Load the rows `cfg` points at, with train/val/test splits in the segkit schema."""
+def load_source(cfg: DataConfig, keep_faults: bool = False) -> Source:
+    """Load the rows `cfg` points at, with train/val/test splits in the segkit schema.
+
+    An annotation export with fatal faults (unknown label, missing image, bad RLE) is refused with
+    the first few; `keep_faults=True` (what `segkit inspect` asks) returns them on the Source.
+    """
     if cfg.format not in LOADERS:
         raise DataError(f"data.format: '{cfg.format}' is unknown. Choose one of: {', '.join(LOADERS)}")
     source = LOADERS[cfg.format](cfg)
+    if source.faults and not keep_faults:
+        listed = "\n  ".join(source.faults[:3])
+        more = f"\n  ... and {len(source.faults) - 3} more" if len(source.faults) > 3 else ""
+        raise DataError(f"{cfg.format} export {cfg.path}: {len(source.faults)} problem(s) to fix before training:"
+                        f"\n  {listed}{more}\nRun `segkit inspect` on the recipe to list them all.")
     empty = [s for s, ds in source.splits.items() if isinstance(ds, datasets.Dataset) and len(ds) == 0]
     if empty:
         raise DataError(f"{source.name}: split(s) {empty} have no rows. Check data.path and data.splits.")

@@ -217,9 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     _quiet_libraries(args.verbose)
     from segkit.train.checkpoint import CheckpointError
+    from segkit.train.guard import RunStopped
 
     try:
         return args.fn(args)
+    except RunStopped as e:  # a fault the run survived: what was kept and what to do, no traceback
+        if args.verbose:
+            raise
+        print(f"segkit {args.command}: stopped: {e}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         if args.verbose:
             raise

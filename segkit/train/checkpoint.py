@@ -37,6 +37,14 @@ class TrainerState:
     best_step: int = -1
     evals_since_best: int = 0
     last_eval_step: int = -1
+    bad_steps: int = 0
+    """Optimizer steps skipped because the loss or gradient norm was not finite (train/guard.py)."""
+    bad_in_a_row: int = 0
+    """Bad steps since the last good one; `train.max_bad_steps` of them stop the run."""
+    skipped: int = 0
+    """Training samples skipped as unreadable so far (RUN/skipped.csv lists them)."""
+    samples_read: int = 0
+    """Training samples drawn so far, skipped ones included: the base of `data.max_skipped` as a share."""
     labels: dict[str, Any] = field(default_factory=dict)
     """A record of the label set the weights were trained for (the class selection owns it); resuming
     with another one is refused."""
@@ -59,16 +67,23 @@ def save_checkpoint(accelerator: Accelerator, final: Path, state: TrainerState) 
     """Write the full training state into `final` (`RunFolder.checkpoint(step)`); every process
     must call this."""
     tmp = final.with_name(f".tmp-{final.name}")
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            final.parent.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json(tmp / STATE_FILE, asdict(state))
+            _fsync_dir(tmp)
+            replace_dir(tmp, final)  # the atomic step: a checkpoint exists only once it is complete
+    except Exception:
+        # a full disk or a file-size limit (torch.save raises RuntimeError for it, safetensors its own
+        # error, plain writes OSError): no half checkpoint stays behind to fill the disk more
+        # (checkpoint_dirs would skip it anyway); the caller words the message
         shutil.rmtree(tmp, ignore_errors=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(tmp / STATE_FILE, asdict(state))
-        _fsync_dir(tmp)
-        replace_dir(tmp, final)  # the atomic step: a checkpoint exists only once it is complete
+        raise
     accelerator.wait_for_everyone()
     return final
 

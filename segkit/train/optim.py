@@ -36,7 +36,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
             groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
     if not groups:
         raise ValueError("The model has no trainable parameters: is everything frozen?")
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused on CUDA: faster, and it takes the non-finite guard's verdict as `found_inf`, so a bad
+    # step is skipped on the device with no host sync (train/guard.py)
+    fused = True if torch.cuda.is_available() else None
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def lr_factor(kind: str, warmup: int, total: int) -> Callable[[int], float]:

@@ -15,6 +15,7 @@ Two views are reported, because "mIoU" means different things in different paper
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -241,3 +242,56 @@ class ImageTally:
         """This process's image rows, in the order counted."""
         self._flush()
         return self._rows
+
+
+EVALUATE_MODULE = str(Path(__file__).resolve().parent / "evaluate_metric" / "segkit_iou.py")
+"""segkit's metric as an `evaluate` module, a local path: ``evaluate.load(EVALUATE_MODULE,
+num_labels=C)`` works offline (the Hub's ``mean_iou`` needs the Hub). See that file's docstring."""
+
+TRAINER_PAD_INDEX = -100
+"""transformers.Trainer pads masks of different sizes with this when it joins batches: ignored."""
+
+
+def preprocess_logits_for_metrics(logits: Any, labels: torch.Tensor) -> torch.Tensor:
+    """For `transformers.Trainer(preprocess_logits_for_metrics=...)`: logits (B, C, h, w) -> class-id
+    masks (B, H, W) at the labels' size. The Trainer then keeps masks, C times smaller than logits
+    and what the metric counts. Models that return ``logits`` (SegFormer, UperNet, DPT, BEiT)."""
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    logits = torch.nn.functional.interpolate(logits.float(), size=tuple(labels.shape[-2:]), mode="bilinear",
+                                             align_corners=False)
+    return logits.argmax(1)
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """`compute_metrics`' dict as flat scalars for loggers: mIoU, ..., foreground_mIoU, ...,
+    iou_<class>. Undefined figures (absent classes) are left out, never NaN."""
+    flat = {k: v for k, v in result["strict"].items()}
+    flat.update({f"foreground_{k}": v for k, v in result["foreground"].items()})
+    flat.update({f"iou_{name}": c["iou"] for name, c in result["per_class"].items()})
+    return {k: float(v) for k, v in flat.items() if v is not None}
+
+
+def compute_metrics_fn(labels: LabelSet):
+    """A `compute_metrics` for `transformers.Trainer`, streaming into one confusion matrix.
+
+    Pass it with ``preprocess_logits_for_metrics=preprocess_logits_for_metrics`` so that the
+    Trainer keeps argmax masks, not logits. It works both ways the Trainer calls it: once with
+    every mask, or with ``TrainingArguments(batch_eval_metrics=True)`` once per batch
+    (``compute_result`` True on the last), which keeps nothing but the matrix. Pixels labelled
+    255 or padded with -100 are ignored. Returns `flat_metrics`.
+    """
+    cm = ConfusionMatrix(labels.num_classes, labels.ignore_index)
+
+    def score(eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
+        pred = torch.as_tensor(eval_pred.predictions).cpu()
+        target = torch.as_tensor(eval_pred.label_ids).cpu().long()
+        padded = (target == TRAINER_PAD_INDEX) | (pred == TRAINER_PAD_INDEX)
+        cm.update(pred.masked_fill(padded, 0), target.masked_fill(padded, labels.ignore_index))
+        if compute_result is False:  # batch_eval_metrics, not the last batch yet
+            return {}
+        result = flat_metrics(compute_metrics(cm.matrix, labels))
+        cm.reset()
+        return result
+
+    return score

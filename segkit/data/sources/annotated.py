@@ -78,7 +78,7 @@ class ImageIndex:
         name = name.replace("\\", "/")
         for root in self.roots:
             for candidate in (root / name, root / "images" / subset / name, root / "images" / name, root / subset / name):
-                if candidate.is_file():
+                if candidate.suffix.lower() in IMAGE_EXTENSIONS and candidate.is_file():
                     return candidate
         if self._by_name is None:
             self._by_name = {}

@@ -1,4 +1,5 @@
-"""Time segkit's ConfusionMatrix against a boolean-mask NumPy loop and, if it loads, evaluate.
+"""Time segkit's ConfusionMatrix against a boolean-mask NumPy loop, evaluate's mean_iou formula and
+segkit's own metric through `evaluate` (segkit.evaluation.metrics.EVALUATE_MODULE).
 
     python bench/bench_metrics.py [--masks 100] [--size 512] [--classes 150]
 
@@ -68,6 +69,35 @@ def timed(fn, *args, repeats: int = 1):
     return best, out
 
 
+def mean_iou_formula(preds, targets, classes: int) -> np.ndarray:
+    """evaluate's `mean_iou` (the Hub script, evaluate-metric/mean_iou), reimplemented for this
+    comparison only: `evaluate.load("mean_iou")` needs the Hub, which is not reachable offline.
+    Per image: drop ignored pixels, then histograms of the intersection, the prediction and the
+    truth; IoU = intersection / union summed over images (NaN for a class with no pixels)."""
+    inter = np.zeros(classes)
+    union = np.zeros(classes)
+    for p, t in zip(preds, targets):
+        valid = t != IGNORE
+        p, t = p[valid], t[valid]
+        hist = lambda x: np.histogram(x, bins=classes, range=(0, classes - 1))[0]  # noqa: E731
+        i = hist(p[p == t])
+        inter += i
+        union += hist(p) + hist(t) - i
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / union
+
+
+def segkit_through_evaluate(preds, targets, classes: int) -> dict:
+    import evaluate  # imported late: it pulls in transformers.pipelines, several seconds
+
+    from segkit.evaluation.metrics import EVALUATE_MODULE
+
+    metric = evaluate.load(EVALUATE_MODULE, num_labels=classes, ignore_index=IGNORE)
+    for p, t in zip(preds, targets):
+        metric.add_batch(predictions=[p], references=[t])
+    return metric.compute()
+
+
 def try_evaluate(preds, targets, classes: int) -> float | None:
     """evaluate's mean_iou, if it can be loaded here (it needs the Hub, so usually not)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -92,10 +122,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--classes", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-evaluate", action="store_true", help="skip the (slow to import) evaluate try")
+    ap.add_argument("--no-evaluate", action="store_true", help="skip the (slow to import) evaluate rows")
+    ap.add_argument("--evaluate", action="store_true", help="keep the evaluate rows in --smoke")
     args = ap.parse_args()
     if args.smoke:
-        args.masks, args.size, args.classes, args.repeats, args.no_evaluate = 3, 64, 5, 1, True
+        args.masks, args.size, args.classes, args.repeats, args.no_evaluate = 3, 64, 5, 1, not args.evaluate
     c = args.classes
     preds, targets = make_masks(args.masks, args.size, c)
     print(f"{args.masks} masks of {args.size}², {c} classes, ignore {IGNORE}; best of {args.repeats}")
@@ -114,11 +145,21 @@ def main() -> None:
     assert np.array_equal(tp, inter), "intersections differ"
     assert np.array_equal(m.sum(0) + m.sum(1) - tp, union), "unions differ"
 
+    t_formula, iou = timed(mean_iou_formula, preds, targets, c, repeats=r)
+    assert np.allclose(iou, tp / (m.sum(0) + m.sum(1) - tp), equal_nan=True), "mean_iou formula differs"
+
     rows = [
         (f"segkit CM, {threads} threads", t_cm),
         ("segkit CM, 1 thread", t_cm1),
         ("NumPy boolean masks", t_np),
+        ("evaluate mean_iou formula", t_formula),
     ]
+    if not args.no_evaluate:
+        segkit_through_evaluate(preds[:1], targets[:1], c)  # the load (copying the script) is not timed twice
+        t_through, result = timed(segkit_through_evaluate, preds, targets, c, repeats=r)
+        ours = [result["per_class"][str(k)]["iou"] for k in range(c)]
+        assert np.allclose([np.nan if v is None else v for v in ours], iou, equal_nan=True), "evaluate module differs"
+        rows.append(("segkit through evaluate", t_through))
     t_ev = None if args.no_evaluate else try_evaluate(preds, targets, c)
     if t_ev is not None:
         rows.append(("evaluate mean_iou", t_ev))

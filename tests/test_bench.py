@@ -44,7 +44,10 @@ def test_train_step_and_gpu_scripts(tmp_path: Path):
 
 def test_metrics_script(tmp_path: Path):
     rows = run("bench_metrics.py", tmp_path)
-    assert [r["method"] for r in rows] == ["segkit CM, 1 threads", "segkit CM, 1 thread", "NumPy boolean masks"]
+    assert [r["method"] for r in rows] == ["segkit CM, 1 threads", "segkit CM, 1 thread", "NumPy boolean masks",
+                                           "evaluate mean_iou formula"]
+    rows = run("bench_metrics.py", tmp_path, "--evaluate")  # segkit's metric through evaluate, offline
+    assert rows[-1]["method"] == "segkit through evaluate" and rows[-1]["seconds"] > 0
 
 
 @pytest.mark.slow

@@ -84,8 +84,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result = predict_folder(args.model, args.images, args.output, options)
     skipped = f", {result.skipped} already done" if result.skipped else ""
     failed = f", {result.failed} failed (see failures.csv)" if result.failed else ""
-    print(f"Predicted {result.processed} images{skipped}{failed} -> {result.output} (masks/, overlays/, areas.csv)")
-    return 1 if result.processed == 0 and result.failed else 0
+    if result.processed == 0 and result.left == 0:
+        unreadable = f"; {result.failed} unreadable files are listed in failures.csv" if result.failed else ""
+        print(f"Nothing left to do: {result.skipped} images already done{unreadable} -> {result.output}")
+    else:
+        print(f"Predicted {result.processed} images{skipped}{failed} -> {result.output} (masks/, overlays/, areas.csv)")
+    if result.left:
+        print(f"{result.left} readable images have no mask yet: run the same command again to finish them.")
+    return 1 if result.left else 0  # a scheduler that reruns a finished job must not see a failure
 
 
 def _size_arg(text: str | None) -> tuple[int, int] | None:

@@ -110,17 +110,23 @@ def test_resume_skips_finished_images_and_overwrite_redoes_them(finished_run: Pa
     capsys.readouterr()
     assert cli(["predict", str(finished_run), str(images), "--output", str(out), "--no-overlays"]) == 0
     assert "Predicted 1 images, 2 already done" in capsys.readouterr().out
-    assert sorted(r["image"] for r in rows(out / "areas.csv")) == ["0.png", "1.png", "1.png", "2.png"]
+    assert sorted(r["image"] for r in rows(out / "areas.csv")) == ["0.png", "1.png", "2.png"]  # one row each
     assert cli(["predict", str(finished_run), str(images), "--output", str(out), "--no-overlays", "--overwrite"]) == 0
     assert sorted(r["image"] for r in rows(out / "areas.csv")) == ["0.png", "1.png", "2.png"]
 
 
-def test_exit_status_is_an_error_only_when_nothing_worked(finished_run: Path, tmp_path: Path):
+def test_exit_status_is_an_error_only_when_readable_images_remain(finished_run: Path, tmp_path: Path, capsys):
+    """Broken files alone are listed, not an error: predicting them again cannot help, and a
+    scheduler that reruns a finished job must see success (tests/faults/ covers the kills)."""
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.png").write_bytes(b"")
-    assert cli(["predict", str(finished_run), str(bad), "--output", str(tmp_path / "out")]) == 1
-    assert rows(tmp_path / "out" / "failures.csv")[0]["image"] == "x.png"
+    Image.fromarray(picture(20, 20)).save(bad / "ok.png")
+    for _ in range(2):
+        assert cli(["predict", str(finished_run), str(bad), "--output", str(tmp_path / "out")]) == 0
+    assert "Nothing left to do: 1 images already done; 1 unreadable" in capsys.readouterr().out
+    assert [r["image"] for r in rows(tmp_path / "out" / "failures.csv")] == ["x.png"]
+    assert [r["image"] for r in rows(tmp_path / "out" / "areas.csv")] == ["ok.png"]
 
 
 def test_inputs_files_folders_and_globs(finished_run: Path, tmp_path: Path):

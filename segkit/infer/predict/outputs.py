@@ -9,12 +9,16 @@
       failures.csv       per skipped file: why
 
 Both CSV files are appended and flushed image by image, so a crash loses nothing done; a second run
-skips the images that areas.csv lists and whose outputs exist.
+skips the images that areas.csv lists and whose outputs exist. Masks and overlays are written under
+a temporary name and renamed, so a run killed mid-write (kill -9) leaves no half mask that counts
+as done; the next run first makes the CSVs agree with the files (`reconcile`): one areas row per
+finished image, no failures row for an image it will try again, no leftover temporary files.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ from PIL import Image
 from segkit.labels import LabelSet
 from segkit.evaluation.overlays import blend, legend
 from segkit.infer.predict.inputs import InputImage
-from segkit.run_folder import atomic_write
+from segkit.run_folder import atomic_write, write_text
 
 OVERLAY_MAX_SIDE = 4096
 """Overlays are for looking: a 10,000 px one is unwieldy, so they are shrunk to this (masks never are)."""
@@ -56,6 +60,42 @@ class PredictFolder:
                 listed |= {row["image"] for row in csv.DictReader(f)}
         return {it.rel for it in items if str(it.rel) in listed and self.mask_path(it).is_file()
                 and (not overlays or self.overlay_path(it).is_file())}
+
+    def failed(self) -> set[str]:
+        """Inputs that failures.csv (and its per-process parts) list."""
+        listed: set[str] = set()
+        for table in self.root.glob("failures*.csv"):
+            with open(table, newline="") as f:
+                listed |= {row["image"] for row in csv.DictReader(f) if row.get("image")}
+        return listed
+
+    def reconcile(self, done: set[Path], retry: set[Path]) -> None:
+        """Make the tables agree with the files after a killed run, before anything is appended.
+
+        areas.csv keeps one row (the last) per image in `done`, and the rows of per-process parts
+        a killed `accelerate launch` run left are folded in; failures.csv drops the images this run
+        tries again (`retry`) and those done. A row cut short by the kill is dropped. Temporary files of a
+        write in progress are removed.
+        """
+        for folder in (self.masks, self.overlays):
+            for tmp in folder.rglob(".*.tmp") if folder.is_dir() else []:
+                tmp.unlink(missing_ok=True)
+        wanted, again = {str(d) for d in done}, {str(r) for r in retry}
+        for name, header, keep in ((self.areas, self.area_header(), lambda r: r[0] in wanted),
+                                   (self.failures, ["image", "reason"], lambda r: r[0] not in wanted | again)):
+            tables = [name, *sorted(self.root.glob(f"{name.stem}.*.csv"))]
+            rows: dict[str, list[str]] = {}
+            for table in (t for t in tables if t.is_file()):
+                with open(table, newline="") as f:
+                    for row in list(csv.reader(f))[1:]:
+                        if len(row) == len(header) and keep(row):
+                            rows[row[0]] = row  # the last wins: a redone image's newest row
+            if name.is_file() or rows:
+                buffer = io.StringIO()
+                csv.writer(buffer).writerows([header, *rows.values()])
+                write_text(name, buffer.getvalue())
+            for part in tables[1:]:
+                part.unlink()
 
     def start(self, overwrite: bool) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,8 @@ class PredictResult:
     skipped: int
     failed: int
     output: Path
+    left: int = 0
+    """Readable inputs without outputs when the run ended (0 unless something went wrong)."""
 
 
 class _Images(Dataset):
@@ -121,6 +123,11 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
     remaining = [it for it in items if it.rel not in done]
     todo = remaining[accelerator.process_index:: accelerator.num_processes]
     accelerator.wait_for_everyone()  # every process reads the same folder before any writes to it
+    if not options.overwrite:
+        if accelerator.is_main_process:
+            # after a kill -9: one areas row per finished image, the ones to redo out of failures.csv
+            PredictFolder(Path(output), model.labels).reconcile(done, {it.rel for it in remaining})
+        accelerator.wait_for_everyone()
     out.start(options.overwrite)
     if options.overwrite and accelerator.num_processes > 1 and accelerator.is_main_process:
         PredictFolder(Path(output), model.labels).start(overwrite=True)  # the shared files the parts join
@@ -165,7 +172,15 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1 and accelerator.is_main_process:
         _merge_parts(Path(output), model)
-    return PredictResult(processed, len(items) - len(remaining), failed, Path(output))
+    return PredictResult(processed, len(items) - len(remaining), failed, Path(output),
+                         left=_left(PredictFolder(Path(output), model.labels), items, options.alpha is not None))
+
+
+def _left(out: PredictFolder, items: list[InputImage], overlays: bool) -> int:
+    """Readable inputs that still have no outputs: what a non-zero exit status reports. A file in
+    failures.csv is unreadable, and predicting it again cannot help."""
+    done, broken = out.done(items, overlays), out.failed()
+    return sum(1 for it in items if it.rel not in done and str(it.rel) not in broken)
 
 
 def _merge_parts(root: Path, model: SegModel) -> None:

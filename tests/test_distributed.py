@@ -71,3 +71,43 @@ def test_two_processes_share_a_folder_to_predict(finished_run: Path, tmp_path: P
     for k in range(5):
         with Image.open(tmp_path / "one" / "masks" / f"{k}.png") as a, Image.open(tmp_path / "two" / "masks" / f"{k}.png") as b:
             assert a.tobytes() == b.tobytes()
+
+
+def launch(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29518"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+FAMILIES = {"maskformer": {"family": "maskformer"}, "mask2former": {"family": "mask2former"},
+            "vit-multilevel": {"family": "vit", "head": "multilevel"}, "vit-linear": {"family": "vit", "head": "linear"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_trains_on_two_processes_with_overwrite(tmp_path: Path, name: str):
+    """Two steps of each family under the README's command, without find_unused_parameters: DINOv2's
+    mask_token and the Swin backbones' final layernorm are frozen, so DDP finds a gradient for every
+    trainable parameter. `--overwrite` replaces an earlier run once (rank 0, behind a barrier)."""
+    recipe = write_recipe(tmp_path, model={**FAMILIES[name], "size": "tiny"}, data={"synthetic_samples": 12},
+                          train={"max_steps": 2, "eval_every": 0, "batch_size": 2, "tracker": "none", "num_overlays": 0})
+    out = tmp_path / "out"
+    (out / "checkpoints" / "step-0000099").mkdir(parents=True)
+    (out / "recipe.yaml").write_text("an earlier run\n")
+    proc = launch(LAUNCH + ["train", str(recipe), "--output-dir", str(out), "--overwrite"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-0000002"]
+    assert (out / "model" / "model.safetensors").is_file() and "2 processes" in proc.stdout
+
+
+def test_set_loss_is_the_same_on_one_and_two_processes(tmp_path: Path):
+    """MaskFormer's and Mask2Former's loss on one global batch of 4 images: one process, and two
+    processes with 2 images each (the images hold different numbers of masks)."""
+    from tests.set_loss_worker import losses
+
+    one = losses(0, 1)
+    proc = launch(LAUNCH[:-2] + [str(Path(__file__).with_name("set_loss_worker.py")), str(tmp_path / "two.json")])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two.keys() == one.keys() == {"maskformer", "mask2former"}
+    for family in one:
+        assert two[family] == pytest.approx(one[family], rel=1e-5), family

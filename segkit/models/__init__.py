@@ -52,6 +52,7 @@ def build_model(cfg: ModelConfig, labels: LabelSet, loss: LossConfig | None = No
                          f"{family.default_checkpoint}) and model.size (random weights, e.g. tiny).")
     model = family.build(cfg, labels, loss or LossConfig(), spec or InputSpec("none"))
     _apply_switches(model, cfg)
+    model.freeze_never_used()  # several processes need a gradient for every trainable parameter
     return model.train()
 
 

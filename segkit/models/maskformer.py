@@ -56,6 +56,24 @@ M2F_MASK_SIZE = (384, 384)
 """Mask2FormerImageProcessor.post_process_semantic_segmentation resizes mask logits to this first."""
 
 
+def global_num_masks(class_labels: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Target masks per process, for the set loss's normaliser: the sum over every process, divided
+    once by their number (as DETR does). Each process's mask and dice terms are then sums over its
+    own masks divided by that mean, and DDP's gradient average makes them the global batch's sum
+    over all masks divided by the global count: the loss of one process on the same global batch.
+
+    Replaces transformers' `get_num_masks`, which takes accelerate's `reduce` (already a mean) and
+    divides by the world size again, so on N processes the mask and dice terms weigh N times more
+    against the class term.
+    """
+    count = torch.as_tensor(float(sum(len(c) for c in class_labels)), device=device)
+    world = 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)  # SUM
+        world = torch.distributed.get_world_size()
+    return torch.clamp(count / world, min=1)
+
+
 def semantic_to_targets(labels: torch.Tensor, num_classes: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(B, H, W) class ids -> per image `mask_labels` [n_present, H, W] float, `class_labels` [n_present].
 
@@ -79,6 +97,11 @@ class _QuerySeg(HFSegModel):
 
     has_own_loss = True
     classifier_name = "model.class_predictor"
+    # The Swin backbones normalise each stage's output with their own `hidden_states_norms`; the
+    # Swin model's final layernorm (MaskFormer's `model.layernorm`, Mask2Former's `swin.layernorm`)
+    # is only for image classification.
+    never_used = ("encoder.model.layernorm.weight", "encoder.model.layernorm.bias",
+                  "encoder.swin.layernorm.weight", "encoder.swin.layernorm.bias")
     hf_class: Any
     processor_class: Any
     default_checkpoint: str
@@ -117,6 +140,7 @@ class _QuerySeg(HFSegModel):
     def _sync_loss_weights(self) -> None:
         """The no-object weight lives in a saved buffer too; make it follow the config."""
         criterion = self.model.criterion
+        criterion.get_num_masks = global_num_masks  # an instance attribute: no `self` is passed
         criterion.eos_coef = self.model.config.no_object_weight
         with torch.no_grad():
             criterion.empty_weight[-1] = criterion.eos_coef

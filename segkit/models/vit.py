@@ -84,6 +84,7 @@ class UperNetViTSeg(HFSegModel):
     has_own_loss = False
     default_checkpoint = DEFAULT_CHECKPOINT
     classifier_name = "model.decode_head.classifier"
+    never_used = ("embeddings.mask_token",)  # DINOv2 masks patches only for its own pretraining
 
     def __init__(self, model: nn.Module, labels: LabelSet, processor: Any, input_spec: InputSpec | None = None) -> None:
         p = model.config.backbone_config.patch_size

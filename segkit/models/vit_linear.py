@@ -51,6 +51,7 @@ class ViTLinearSeg(SegModel):
     family = "vit"
     has_own_loss = False
     classifier_name = "head.classifier"
+    never_used = ("embeddings.mask_token",)  # DINOv2 masks patches only for its own pretraining
 
     def __init__(self, encoder: nn.Module, labels: LabelSet, processor: Any, input_spec: InputSpec | None = None) -> None:
         c = encoder.config

@@ -34,7 +34,7 @@ from segkit.models.head_init import carries, describe, install
 from segkit.train.optim import build_optimizer, build_scheduler
 from segkit.evaluation.report import summary_line
 from segkit.run_folder import RunFolder, replace_dir, temp_dir_for, write_json
-from segkit.train.runtime import StopRequest, make_accelerator, size_threads
+from segkit.train.runtime import StopRequest, make_accelerator, prepare_run, size_threads
 
 log = logging.getLogger("segkit")
 
@@ -85,7 +85,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     """
     cfg = recipe.train
     run = RunFolder(output_dir)
-    run.prepare(bool(resume), overwrite, is_main=True)
+    prepare_run(run, bool(resume), overwrite)  # on the main process, behind a barrier
     # first, so that everything below runs on the right number of threads; torchrun (under
     # accelerate launch) says how many processes share this machine
     threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
@@ -99,7 +99,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     if resume:
         model.carried_head = None  # the checkpoint holds the head training made
     head, carried = carry_head(model, data, recipe)
-    accelerator = make_accelerator(cfg, run, find_unused=model.has_own_loss)
+    accelerator = make_accelerator(cfg, run)
     criterion = None if model.has_own_loss else build_loss(recipe.loss, data.labels.num_classes, data.stats)
     if accelerator.is_main_process:
         save_recipe(recipe, run.recipe)
@@ -111,14 +111,16 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     val_loader = None if data.val is None else eval_loader(
         data.val, batch, cfg.num_workers, accelerator.process_index, accelerator.num_processes)
     optimizer = build_optimizer(model, cfg)
-    streamed = isinstance(data.train, IterableDataset)
-    total_steps, epochs = budget(cfg, None if streamed else math.ceil(len(loader) / accelerator.num_processes))
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         # Small per-GPU batches make per-process BatchNorm statistics noisy (SegFormer's and the vit
         # heads' BN); torch's SyncBatchNorm refuses CPU tensors, so CPU runs keep plain BN.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    prepared, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    prepared, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # The schedule's length from the prepared loader: this process's batches per epoch, after
+    # accelerate's sharding drops what does not fill a batch on every process.
+    streamed = isinstance(data.train, IterableDataset)
+    total_steps, epochs = budget(cfg, None if streamed else len(loader))
+    scheduler = accelerator.prepare(build_scheduler(optimizer.optimizer, cfg, total_steps))
     if accelerator.is_main_process:
         print(f"  budget   {total_steps} optimizer steps ({epochs} epochs), batch {cfg.batch_size} x "
               f"{accelerator.num_processes} process(es) x {cfg.grad_accum} accumulation", flush=True)
@@ -291,12 +293,13 @@ def after_step(t: Trainer, loss: torch.Tensor, bar: tqdm, images: int, started: 
     evaluated = cfg.eval_every > 0 and s.step % cfg.eval_every == 0
     if evaluated:
         run_eval(t)
-    if evaluated or (cfg.checkpoint_every > 0 and s.step % cfg.checkpoint_every == 0) or t.stop.signum:
+    stop = t.stop.agreed(t.accelerator)  # every process stops after the same step
+    if evaluated or (cfg.checkpoint_every > 0 and s.step % cfg.checkpoint_every == 0) or stop:
         checkpoint(t)
     early = cfg.early_stopping > 0 and s.evals_since_best >= cfg.early_stopping
     if early and t.accelerator.is_main_process:
         tqdm.write(f"Early stopping: no better val mIoU in {cfg.early_stopping} evaluations.")
-    return bool(t.stop.signum) or early or s.step >= t.total_steps
+    return stop or early or s.step >= t.total_steps
 
 
 def fit(t: Trainer) -> str:
@@ -330,7 +333,7 @@ def fit(t: Trainer) -> str:
             if t.cfg.eval_every == 0:
                 run_eval(t)
                 checkpoint(t)
-        if t.stop.signum:
+        if t.stop.stopping:
             bar.close()
             return "interrupted"
         if t.cfg.early_stopping and s.evals_since_best >= t.cfg.early_stopping:
@@ -368,6 +371,7 @@ def train(recipe: Recipe, output_dir: str | Path, resume: str | bool | None = No
     finally:
         t.stop.restore()
     if ended == "interrupted":
+        t.accelerator.wait_for_everyone()  # the processes exit together: torchrun ends the others at the first exit
         t.accelerator.end_training()
         return {"status": "interrupted", "step": t.state.step}
     if t.state.best_step < 0 or t.val_loader is None:

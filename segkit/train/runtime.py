@@ -13,10 +13,11 @@ import signal
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list
 
 from segkit.config.recipe import TrainConfig
-from segkit.run_folder import RunFolder
+from segkit.run_folder import RunFolder, RunFolderError
 
 
 def cpu_has_bf16() -> bool:
@@ -51,12 +52,14 @@ def size_threads(local_processes: int) -> str:
     return f"{threads} torch threads ({cores} cores available, {local_processes} process(es) on this machine)"
 
 
-def make_accelerator(cfg: TrainConfig, run: RunFolder, find_unused: bool) -> Accelerator:
+def make_accelerator(cfg: TrainConfig, run: RunFolder) -> Accelerator:
+    """DDP runs without `find_unused_parameters` (a walk of the autograd graph on every step): every
+    family freezes the parameters its forward never uses (`SegModel.never_used`), and all four are
+    tested under two processes (tests/test_distributed.py)."""
     if cfg.tracker != "none" and importlib.util.find_spec(cfg.tracker) is None:
         raise ValueError(f"train.tracker: {cfg.tracker} is not installed. `pip install {cfg.tracker}`, "
                          "or set train.tracker to tensorboard or none.")
     on_cpu = not torch.cuda.is_available()
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused else []
     return Accelerator(
         cpu=on_cpu,  # without it, `accelerate launch --multi_gpu` on CPU starts independent processes
         mixed_precision=resolve_precision(cfg.mixed_precision, on_cpu),
@@ -64,15 +67,41 @@ def make_accelerator(cfg: TrainConfig, run: RunFolder, find_unused: bool) -> Acc
         log_with=None if cfg.tracker == "none" else cfg.tracker,
         project_dir=str(run.root),
         step_scheduler_with_optimizer=False,  # we step it once per optimizer step, on every process count
-        kwargs_handlers=handlers,
     )
 
 
+def prepare_run(run: RunFolder, resume: bool, overwrite: bool) -> None:
+    """`RunFolder.prepare` on the main process only, the others waiting behind a barrier: on every
+    process, `--overwrite` would delete the folder several times over, and the checks would race
+    with the main process's first writes. A refusal is raised on every process, so none is left
+    waiting at the next collective."""
+    state = PartialState(cpu=not torch.cuda.is_available())  # the process group Accelerator reuses
+    problem = [None]
+    if state.is_main_process:
+        try:
+            run.prepare(resume, overwrite, is_main=True)
+        except RunFolderError as e:
+            problem = [str(e)]
+    if state.num_processes > 1:
+        problem = broadcast_object_list(problem)  # also the barrier: the folder is ready when it returns
+    if problem[0] is not None:
+        raise RunFolderError(problem[0])
+
+
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each optimizer step."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each optimizer step.
+
+    Under several processes a signal may reach one of them only, or each at a different step; a
+    process that stopped on its own would wait at the checkpoint's barrier while the others wait
+    in the gradient all-reduce, for ever. `agreed` shares the flag (accelerate's trigger, one
+    small all-reduce per step), so every process stops after the same step.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.stopping = False
+        """True once every process has agreed to stop after the current step."""
+        self._shared = False
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum: int, _frame: Any) -> None:
@@ -80,6 +109,19 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum = signum
         print(f"\nsegkit: got {signal.Signals(signum).name}; saving a checkpoint after this step...", flush=True)
+
+    def agreed(self, accelerator: Accelerator) -> bool:
+        """Whether to stop after this step: the same answer on every process. Call it on every
+        process after every optimizer step."""
+        if accelerator.num_processes == 1:
+            self.stopping = self.stopping or self.signum is not None
+            return self.stopping
+        if self.signum is not None and not self._shared:
+            accelerator.set_trigger()
+            self._shared = True
+        if accelerator.check_trigger():  # a collective: True on all once any process set it
+            self.stopping = True
+        return self.stopping
 
     def restore(self) -> None:
         for s, handler in self._old.items():

@@ -74,6 +74,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return inspect_main(recipe, Path(args.output or f"runs/{recipe.name}-inspect"))
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from segkit.config.recipe import load_recipe, recipe_from_dict
+    from segkit.data.convert import convert
+
+    if args.recipe.endswith((".yaml", ".yml")):
+        data = load_recipe(args.recipe, args.set).data
+    else:  # FORMAT PATH, without a recipe
+        data = recipe_from_dict({"data": {"format": args.recipe, "path": args.path}}).data
+    out = convert(data, Path(args.output), hub=args.hub)
+    print(f"Converted to {out} (images/, annotations/, id2label.json{', data/*.parquet' if args.hub else ''})")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from segkit.infer.predict import PredictOptions, predict_folder
 
@@ -155,6 +168,11 @@ def _parser() -> argparse.ArgumentParser:
 
     i = with_recipe("inspect", "audit the labels a recipe produces", cmd_inspect)
     i.add_argument("--output", help="folder for samples.png (default runs/NAME-inspect)")
+
+    c = with_recipe("convert", "write a source (any format) as id PNGs + id2label.json", cmd_convert)
+    c.add_argument("path", nargs="?", help="the export, when RECIPE is a format name (segkit convert labelme DIR)")
+    c.add_argument("--output", required=True, help="folder to write")
+    c.add_argument("--hub", action="store_true", help="also write data/SPLIT-*.parquet, loadable as data.format: hub")
 
     e = sub.add_parser("evaluate", help="score a saved model on a split")
     e.add_argument("model", help="run folder, model folder or Hub model id")

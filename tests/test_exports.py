@@ -400,4 +400,18 @@ def test_trains_from_the_export(fmt, tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert cli(["train", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "run")]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics["per_class"]) == {"background", *chosen}
+    assert set(chosen) <= set(metrics["per_class"]) <= {"background", *chosen}
+
+
+def test_convert_writes_id_pngs_and_a_hub_folder_that_load_back(tmp_path):
+    root = write_cvat(tmp_path)
+    out = tmp_path / "converted"
+    assert cli(["convert", "cvat", str(root), "--output", str(out), "--hub"]) == 0
+    assert json.loads((out / "id2label.json").read_text()) == {"0": "background", "1": "road", "2": "sky", "3": "car"}
+    back, _ = masks(DataConfig(format="folder", path=str(out), class_names=str(out / "id2label.json")))
+    original, _ = masks(DataConfig(format="cvat", path=str(root)))
+    assert sorted(m.tobytes() for m in back.values()) == sorted(m.tobytes() for m in original.values())
+    hub = load_source(DataConfig(format="hub", path=str(out)))
+    assert set(hub.splits) == {"train", "val"} and hub.class_names[3] == "car"
+    row = hub.splits["val"].cast_column("label", datasets.Image(decode=False))[0]
+    assert np.array_equal(read_label(row["label"], "hub"), original["v 3.jpg"])

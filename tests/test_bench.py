@@ -25,7 +25,7 @@ def run(script: str, tmp_path: Path, *extra: str) -> list[dict]:
 
 
 def test_every_script_is_smoke_tested():
-    tested = {"bench_metrics.py", "bench_data.py", "bench_train_step.py", "bench_gpu.py", "bench_predict.py",
+    tested = {"bench_decode.py", "bench_metrics.py", "bench_data.py", "bench_train_step.py", "bench_gpu.py", "bench_predict.py",
               "bench_head_init.py", "race.py", "baseline_trainer.py", "profile_step.py"}
     assert set(SCRIPTS) <= tested, f"add a smoke test for {set(SCRIPTS) - tested}"
 
@@ -83,3 +83,9 @@ def test_head_init_script(shared_data: Path, tmp_path: Path):
     zero = {r["method"]: r for r in rows if r["bench"] == "head_init_step0"}
     assert set(zero) == {"fit", "mean", "random"} and zero["fit"]["agreement"] > 0.5
     assert {r["head_init"] for r in rows if r["bench"] == "head_init_trained"} == {"checkpoint", "random"}
+
+
+def test_decode_script(tmp_path: Path):
+    rows = run("bench_decode.py", tmp_path)
+    assert {r["format"] for r in rows} >= {"coco", "cvat", "labelme", "label_studio", "voc", "colour_masks"}
+    assert all(r["masks_per_s"] > 0 and r["id_png_masks_per_s"] > 0 for r in rows)

@@ -71,6 +71,8 @@ def write_failed(what: str, folder: Path, error: Exception, needed: int) -> Disk
     fix = ("Free space there (or point --output-dir at a larger disk), then continue with --resume."
            if full else "Fix the folder (permissions, mount), then continue with --resume.")
     need = f"It needs about {human(needed)}; " if needed else ""
+    if full and free_bytes(folder) >= needed:
+        fix = "The disk has room: a file-size limit (ulimit -f) or a quota is the likely cause. " + fix
     return DiskWriteError(f"Could not write {what} into {folder}: {reason}. {need}{human(free_bytes(folder))} "
                           f"is free. Nothing partial was kept, and earlier checkpoints are intact. {fix}")
 

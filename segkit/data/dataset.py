@@ -86,7 +86,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image, labels = self.raw(i)
+        try:
+            image, labels = self.raw(i)
+        except DataError as e:
+            if not self.train:
+                raise
+            return {"skipped": str(e), "index": i}  # listed and counted by the trainer (data/skips.py)
         return _item(image, labels, self.transform, self.train, i)
 
     def raw(self, i: int) -> tuple[Image.Image, np.ndarray]:
@@ -115,7 +120,13 @@ class StreamingSegmentationDataset(torch.utils.data.IterableDataset):
         foreground = np.zeros(256, dtype=bool)
         foreground[self.selection.labels.foreground_ids] = True
         for i, row in enumerate(self.rows):
-            image, labels = self._reader.decode(row, i)
+            try:
+                image, labels = self._reader.decode(row, i)
+            except DataError as e:
+                if not self.train:
+                    raise
+                yield {"skipped": str(e), "index": i}  # a stream cannot be audited up front (data/skips.py)
+                continue
             if self.drop_empty and not foreground[labels].any():
                 continue
             yield _item(image, labels, self.transform, self.train, i)
@@ -127,10 +138,15 @@ class StreamingSegmentationDataset(torch.utils.data.IterableDataset):
         self.rows.set_epoch(epoch)  # a new shuffle order each epoch
 
 
-def train_collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Training crops share one size: stack them."""
-    return {"pixel_values": torch.stack([it["pixel_values"] for it in items]),
-            "labels": torch.stack([it["labels"] for it in items])}
+def train_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Training crops share one size: stack them. Unreadable samples are left out and passed on
+    as `skipped` [(index, reason)]; a batch of only those has no tensors."""
+    good = [it for it in items if "skipped" not in it]
+    batch: dict[str, Any] = {"skipped": [(int(it["index"]), it["skipped"]) for it in items if "skipped" in it]}
+    if good:
+        batch["pixel_values"] = torch.stack([it["pixel_values"] for it in good])
+        batch["labels"] = torch.stack([it["labels"] for it in good])
+    return batch
 
 
 def eval_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from segkit.train.checkpoint import TrainerState, load_checkpoint, prune, resolve_resume, save_checkpoint
+from segkit.train.checkpoint import (TrainerState, checkpoint_dirs, load_checkpoint, prune, resolve_resume,
+                                     save_checkpoint)
+from segkit.train.guard import RunStopped, StepGuard, all_finite, halt_message, step_if_finite, what_is_kept
+from segkit.train.lost_workers import lost_worker_message, worker_was_killed
+from segkit.train.space import dir_bytes, free_bytes, human, not_enough_space, tensor_bytes, write_failed
+from segkit.data.skips import SkipLog
 from segkit.config.recipe import InputSpec, Recipe, TrainConfig, save_recipe
 from segkit.config.auto import resolve_auto
 from segkit.data import DataBundle, build_data, load_source, select_classes
@@ -68,6 +74,10 @@ class Trainer:
     stop: StopRequest
     eval_at_start: bool = False
     """Score val before the first step (a classifier built from the checkpoint's has a starting point)."""
+    guard: StepGuard | None = None
+    """The non-finite guard (train/guard.py); `fit` builds it with the resumed counts."""
+    skips: SkipLog | None = None
+    """Unreadable training samples met so far (RUN/skipped.csv); `fit` builds it."""
 
     @property
     def cfg(self) -> TrainConfig:
@@ -210,8 +220,10 @@ def _flat_config(recipe: Recipe) -> dict[str, Any]:
 
 
 def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One forward/backward; the optimizer steps only when accumulation is complete."""
-    labels = batch["labels"]
+    """One forward/backward; the optimizer steps only when accumulation is complete, and only
+    when the loss and the gradient norm are finite (train/guard.py: no host sync on a GPU)."""
+    labels, guard = batch["labels"], _guard(t)
+    guard.before_forward(t.model)
     with t.accelerator.accumulate(t.model):
         if t.criterion is None:
             loss = t.model(batch["pixel_values"], labels=labels).loss
@@ -219,19 +231,55 @@ def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             scores = t.model(batch["pixel_values"]).scores
             loss = t.criterion(upsample_scores(scores, labels.shape[-2:]).float(), labels)
         t.accelerator.backward(loss)
+        guard.add_loss(loss)
         if t.accelerator.sync_gradients:
+            norm = None
             if t.cfg.max_grad_norm > 0:
-                t.accelerator.clip_grad_norm_(t.model.parameters(), t.cfg.max_grad_norm)
-            t.optimizer.step()
-            t.scheduler.step()
+                norm = t.accelerator.clip_grad_norm_(t.model.parameters(), t.cfg.max_grad_norm)
+            ok = guard.verdict(norm)
+            if t.accelerator.num_processes > 1:
+                # every process must skip together; a collective on the device, not a host sync
+                ok = t.accelerator.reduce(ok.to(torch.int32), "sum") == t.accelerator.num_processes
+            step_if_finite(t.optimizer, ok, scaled=t.accelerator.scaler is not None)
+            guard.restore_buffers(ok)
+            t.scheduler.step()  # a skipped step still spends its place in the schedule and the budget
             t.optimizer.zero_grad(set_to_none=True)
+            guard.record(t.state.step + 1, ok)
     return loss.detach()
+
+
+def _guard(t: Trainer) -> StepGuard:
+    if t.guard is None:
+        t.guard = StepGuard(t.cfg.max_bad_steps, total=t.state.bad_steps, in_a_row=t.state.bad_in_a_row,
+                            check_grad_norm=t.accelerator.mixed_precision != "fp16")
+    return t.guard
+
+
+def check_bad_steps(t: Trainer) -> None:
+    """Read the guard's verdicts (where the loop syncs anyway), log each bad step, and stop after
+    `train.max_bad_steps` in a row. Nothing is saved then: the skipped steps left the weights as
+    the last good step made them, and the last checkpoint holds those."""
+    guard, s = _guard(t), t.state
+    bad = guard.drain()
+    s.bad_steps, s.bad_in_a_row = guard.total, guard.in_a_row
+    if t.accelerator.is_main_process:
+        for step in bad:
+            t.run.log({"step": step, "event": "non_finite", "bad_steps": guard.total})
+            tqdm.write(f"step {step}: non-finite loss or gradient norm; optimizer step skipped "
+                       f"({guard.total} so far)")
+    if guard.exhausted:
+        found = checkpoint_dirs(t.run.checkpoints)
+        message = halt_message(s.step, guard.in_a_row, str(found[-1]) if found else None)
+        if t.accelerator.is_main_process:
+            t.run.log({"step": s.step, "event": "stopped", "reason": "non_finite", "bad_steps": guard.total})
+        raise RunStopped(message)
 
 
 def run_eval(t: Trainer) -> None:
     """Evaluate, export the model when it is the best so far, track early stopping."""
     if t.val_loader is None:
         return
+    check_bad_steps(t)  # evaluation syncs anyway; a model the guard has stopped is not scored
     metrics = evaluate(t.model, t.val_loader, t.data.labels, t.accelerator, mixed_precision=True)
     t.state.last_eval_step = t.state.step
     miou = metrics["strict"]["mIoU"] or 0.0
@@ -265,30 +313,102 @@ def export_model(t: Trainer) -> None:
     """Write the current weights to model/ (Hugging Face layout), replacing it atomically."""
     t.accelerator.wait_for_everyone()
     if t.accelerator.is_main_process:
+        model = t.accelerator.unwrap_model(t.model)
+        _refuse_non_finite(t, model, "model/")
+        needed = tensor_bytes(model)
+        if (error := not_enough_space("model/", t.run.root, needed)) is not None:
+            raise error
         tmp = temp_dir_for(t.run.model)
-        t.accelerator.unwrap_model(t.model).save_pretrained(tmp)
-        replace_dir(tmp, t.run.model)
+        try:
+            model.save_pretrained(tmp)
+            replace_dir(tmp, t.run.model)
+        except Exception as e:  # a full disk, whatever the serialiser calls it (train/space.py)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_failed("model/", t.run.root, e, needed) from None
     t.accelerator.wait_for_everyone()
 
 
 def checkpoint(t: Trainer) -> None:
-    save_checkpoint(t.accelerator, t.run.checkpoint(t.state.step), t.state)
+    """Save a resumable checkpoint, atomically, after checking that it is finite and will fit;
+    warn when the one after it will not."""
+    check_bad_steps(t)
+    final, root = t.run.checkpoint(t.state.step), t.run.checkpoints
+    model = t.accelerator.unwrap_model(t.model)
+    _refuse_non_finite(t, model, f"checkpoint {final.name}")
+    previous = checkpoint_dirs(root)
+    needed = dir_bytes(previous[-1]) if previous else tensor_bytes(model, t.optimizer)
+    if (error := not_enough_space(f"checkpoint {final.name}", root, needed)) is not None:
+        raise error
+    try:
+        save_checkpoint(t.accelerator, final, t.state)
+    except Exception as e:  # save_checkpoint removed its temporary folder
+        raise write_failed(f"checkpoint {final.name}", root, e, needed) from None
     if t.accelerator.is_main_process:
-        prune(t.run.checkpoints, t.cfg.keep_last, t.run.checkpoint(t.state.best_step))
+        prune(root, t.cfg.keep_last, t.run.checkpoint(t.state.best_step))
+        needed, free = dir_bytes(final), free_bytes(root)
+        if free < needed:
+            tqdm.write(f"Warning: the next checkpoint needs about {human(needed)} and {root} has {human(free)} "
+                       "free: it will not fit. Free space there or lower train.keep_last.")
+
+
+def _refuse_non_finite(t: Trainer, model: torch.nn.Module, what: str) -> None:
+    """The guard skips non-finite steps, so this should never fire; if it does (a NaN from a
+    buffer, a bug), nothing non-finite is written."""
+    if not all_finite(model):
+        found = checkpoint_dirs(t.run.checkpoints)
+        raise RunStopped(f"Not writing {what} at step {t.state.step}: the model holds non-finite weights. "
+                         + what_is_kept(str(found[-1]) if found else None))
+
+
+def note_skips(t: Trainer, batch: dict[str, Any]) -> None:
+    """List the batch's unreadable samples in RUN/skipped.csv; stop past `data.max_skipped`."""
+    s, skipped = t.state, batch.get("skipped") or []
+    s.samples_read += len(skipped) + (len(batch["pixel_values"]) if "pixel_values" in batch else 0)
+    if not skipped:
+        return
+    if t.skips is None:
+        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
+    s.skipped += len(skipped)
+    if t.accelerator.is_main_process:
+        for index, reason in skipped:
+            t.skips.add(s.step + 1, s.epoch, index, reason)
+            tqdm.write(f"step {s.step + 1}: skipped training sample {index}: {reason}")
+    t.skips.check(s.skipped, s.samples_read)
+
+
+def lost_worker(t: Trainer, error: BaseException, at_step: int) -> str:
+    """A worker was killed: save the last optimizer step's position (its batches are read again
+    on resume) and say what probably happened."""
+    s = t.state
+    s.batches_in_epoch = at_step
+    final, saved = t.run.checkpoint(s.step), None
+    try:
+        if not final.is_dir():
+            checkpoint(t)
+        saved = str(final)
+    except RunStopped as e:
+        log.error("%s", e)
+    if t.accelerator.is_main_process:
+        t.run.log({"step": s.step, "event": "stopped", "reason": "worker_lost"})
+    return lost_worker_message(error, s.step, saved, t.cfg.num_workers, t.cfg.batch_size)
 
 
 def after_step(t: Trainer, loss: torch.Tensor, bar: tqdm, images: int, started: float) -> bool:
     """Logging, evaluation and checkpoints after an optimizer step. Returns True to stop."""
     s, cfg = t.state, t.cfg
     bar.update(1)
+    if s.step % cfg.log_every == 0 or t.accelerator.device.type == "cpu":
+        check_bad_steps(t)  # on a GPU only where logging syncs anyway; on the CPU a read is free
     if s.step % cfg.log_every == 0:
         # Only logged steps read the loss: reduce + .item() is a device sync and a collective.
         value = t.accelerator.reduce(loss, "mean").item()
+        value = value if math.isfinite(value) else None  # a skipped step's; JSON has no NaN
         lr = t.scheduler.get_last_lr()[-1]
         rate = images / max(1e-9, time.perf_counter() - started)
-        bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+        bar.set_postfix(loss=f"{value:.4f}" if value is not None else "nan", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
         if t.accelerator.is_main_process:
-            t.run.log({"step": s.step, "epoch": s.epoch, "loss": value, "lr": lr, "images_per_s": rate})
+            t.run.log({"step": s.step, "epoch": s.epoch, "loss": value, "lr": lr, "images_per_s": rate,
+                       "bad_steps": s.bad_steps, "skipped_samples": s.skipped})
             t.accelerator.log({"train/loss": value, "train/lr": lr, "train/images_per_s": rate}, step=s.step)
     evaluated = cfg.eval_every > 0 and s.step % cfg.eval_every == 0
     if evaluated:
@@ -312,22 +432,36 @@ def fit(t: Trainer) -> str:
         start_eval(t)
     if acc.is_main_process:
         t.run.log({"step": s.step, "event": "start"})  # with "end": the training's wall time
+        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
+        t.skips.resume(s.step)  # skips after the checkpoint are met again, in the same order
     while s.epoch < t.epochs and s.step < t.total_steps:
         for obj in (t.sampler, t.items, t.loader):
             if obj is not None:
                 obj.set_epoch(s.epoch)  # same permutation and crops for this epoch, resumed or not
         loader = acc.skip_first_batches(t.loader, s.batches_in_epoch) if s.batches_in_epoch else t.loader
         started, images, stop = time.perf_counter(), 0, False
-        for batch in loader:
-            loss = train_step(t, batch)
-            s.batches_in_epoch += 1
-            images += batch_images
-            if not acc.sync_gradients:
-                continue
-            s.step += 1
-            stop = after_step(t, loss, bar, images, started)
-            if stop:
-                break
+        at_step = s.batches_in_epoch  # the position of the last optimizer step: what a checkpoint holds
+        try:
+            for batch in loader:
+                note_skips(t, batch)
+                if "pixel_values" not in batch:  # every sample of it was unreadable
+                    s.batches_in_epoch += 1
+                    continue
+                loss = train_step(t, batch)
+                s.batches_in_epoch += 1
+                images += batch_images
+                if not acc.sync_gradients:
+                    continue
+                s.step += 1
+                at_step = s.batches_in_epoch
+                stop = after_step(t, loss, bar, images, started)
+                if stop:
+                    break
+        except RuntimeError as e:
+            if not worker_was_killed(e):
+                raise
+            bar.close()
+            raise RunStopped(lost_worker(t, e, at_step)) from None
         if not stop:
             s.epoch, s.batches_in_epoch = s.epoch + 1, 0
             if t.cfg.eval_every == 0:
@@ -359,7 +493,8 @@ def finish(t: Trainer) -> dict[str, dict[str, Any]]:
     splits = [s for s in ("val", "test") if getattr(t.data, s) is not None]
     if not splits:
         return {}
-    extra = {"best_step": t.state.best_step, "steps": t.state.step, "recipe": t.recipe.name}
+    extra = {"best_step": t.state.best_step, "steps": t.state.step, "recipe": t.recipe.name,
+             "bad_steps": t.state.bad_steps, "skipped_samples": t.state.skipped}
     return report_splits(model, t.data, splits, t.run, t.accelerator, t.recipe, extra)
 
 
@@ -376,6 +511,9 @@ def train(recipe: Recipe, output_dir: str | Path, resume: str | bool | None = No
         return {"status": "interrupted", "step": t.state.step}
     if t.state.best_step < 0 or t.val_loader is None:
         export_model(t)  # no evaluation happened: ship the final weights
-    result = finish(t)
+    try:
+        result = finish(t)
+    except OSError as e:  # the report's files are written atomically (run_folder.py): none is half
+        raise write_failed("the final report", t.run.root, e, 0) from None
     t.accelerator.end_training()
     return {"status": ended, **result}

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,37 @@ def test_set_loss_is_the_same_on_one_and_two_processes(tmp_path: Path):
     assert two.keys() == one.keys() == {"maskformer", "mask2former"}
     for family in one:
         assert two[family] == pytest.approx(one[family], rel=1e-5), family
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_after_the_same_step(tmp_path: Path):
+    """The signal reaches rank 1 only; rank 0 learns it through the shared trigger. Both stop after
+    the same step, one checkpoint is written, each process exits 130, and nothing hangs."""
+    import psutil
+
+    recipe = write_recipe(tmp_path, data={"synthetic_samples": 12},
+                          train={"max_steps": 5000, "eval_every": 1000, "batch_size": 2, "tracker": "none",
+                                 "checkpoint_every": 0})
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29519"}
+    proc = subprocess.Popen(LAUNCH + ["train", str(recipe), "--output-dir", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / "train_log.jsonl").is_file() or (out / "train_log.jsonl").read_text().count('"loss"') < 2:
+            assert proc.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(0.1)
+        ranks = {c.environ().get("RANK"): c for c in psutil.Process(proc.pid).children(recursive=True)
+                 if "RANK" in c.environ()}
+        ranks["1"].send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    stopped = re.findall(r"Interrupted at step (\d+)", output)
+    assert len(stopped) == 2 and len(set(stopped)) == 1, output[-3000:]  # both processes, the same step
+    step = int(stopped[0])
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step-{step:07d}"]
+    assert json.loads((out / "checkpoints" / f"step-{step:07d}" / "trainer_state.json").read_text())["step"] == step
+    # torchrun reports a worker's non-zero exit as a failure of the launch (and exits 1 itself)
+    assert re.search(r"exitcode\s*: 130", output), output[-3000:]
+    assert not re.search(r'File ".*segkit/', output), output[-3000:]  # no traceback from segkit itself

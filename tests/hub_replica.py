@@ -12,6 +12,7 @@ segkit/data/sources.py): only their rows are fewer and their pictures tiny.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import datasets
 import numpy as np
+import yaml
 from huggingface_hub.utils import httpx as httpx2
 from PIL import Image
 
@@ -35,6 +37,8 @@ class FakeHub:
     offline: bool = False
     """Refuse every connection, as a machine without network does."""
     log: list[str] = field(default_factory=list)
+    private: set[str] = field(default_factory=set)
+    """Repos ("models/owner/name") whose visibility is private; every other one is public."""
 
     def add(self, kind: str, repo: str, branch: str, files: Files) -> str:
         sha = hashlib.sha1(f"{kind}/{repo}@{branch}".encode()).hexdigest()
@@ -55,6 +59,10 @@ class FakeHub:
             raise httpx2.ConnectError("[Errno 111] Connection refused", request=request)
         if path == "/api/agent-harnesses":
             return httpx2.Response(404)
+        if path == "/api/validate-yaml":
+            return self.validate_card(request)
+        if path == "/api/repos/create" or re.match(r"^/api/(models|datasets)/[^/]+/[^/]+/(preupload|commit)/", path):
+            return self.write(request, path)
         if re.match(r"^/api/(datasets|models)/[^/]+/[^/]+$", path):  # repo info at the default branch
             path += "/revision/main"
         m = (re.match(r"^/api/(datasets|models)/([^/]+/[^/]+)/(revision|tree|paths-info)/([^/]+)/?(.*)$", path)
@@ -74,7 +82,7 @@ class FakeHub:
         if sha is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         if action == "revision":
-            return httpx2.Response(200, json={"id": repo, "sha": sha, "private": False, "gated": False,
+            return httpx2.Response(200, json={"id": repo, "sha": sha, "private": key in self.private, "gated": False,
                                               "siblings": [{"rfilename": p} for p in files]})
         if action == "tree":
             return httpx2.Response(200, json=_tree(files, rest, query.get("recursive", ["false"])[0] == "true"))
@@ -94,6 +102,57 @@ class FakeHub:
             headers["Content-Range"] = f"bytes {a}-{int(a) + len(chunk) - 1}/{len(data)}"
             return httpx2.Response(206, headers=headers, content=chunk)
         return httpx2.Response(200, headers=headers, content=data)
+
+    def validate_card(self, request: httpx2.Request) -> httpx2.Response:
+        """The card metadata check the Hub runs on a README.md upload: here only the rule that
+        `base_model` names models by id (owner/name), which a local folder is not."""
+        content = json.loads(request.content)["content"]
+        meta = yaml.safe_load(content.split("---")[1]) if content.startswith("---") else {}
+        bases = meta.get("base_model") or []
+        for base in [bases] if isinstance(bases, str) else bases:
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(base)):
+                return httpx2.Response(400, headers={"X-Error-Message": f'"base_model" must be a model id: {base}'},
+                                       json={"errors": [{"message": f'"base_model" is not a model id: {base}'}]})
+        return httpx2.Response(200, json={"errors": [], "warnings": []})
+
+    def write(self, request: httpx2.Request, path: str) -> httpx2.Response:
+        """What `create_repo` and `upload_folder` send: a create that leaves an existing repo's
+        visibility as it is (409), a preupload that takes every file inline, an NDJSON commit."""
+        if path == "/api/repos/create":
+            body = json.loads(request.content)
+            kind = {"dataset": "datasets", "space": "spaces"}.get(body.get("type") or "model", "models")
+            repo = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
+            key = f"{kind}/{repo}"
+            if key in self.repos:
+                return httpx2.Response(409, headers={"X-Error-Message": "You already created this model repo"},
+                                       json={"error": "You already created this model repo",
+                                             "url": f"https://huggingface.co/{repo}"})
+            self.add(kind, repo, "main", {})
+            if body.get("visibility") == "private" or body.get("private"):  # hf 2.x sends visibility
+                self.private.add(key)
+            return httpx2.Response(200, json={"url": f"https://huggingface.co/{repo}", "name": repo})
+        kind, repo, action, rev = re.match(r"^/api/([^/]+)/([^/]+/[^/]+)/([^/]+)/(.+)$", path).groups()
+        sha, files = self._find(f"{kind}/{repo}", unquote(rev))
+        if files is None:
+            return _error(404, "RepoNotFound", "Repository not found")
+        if action == "preupload":
+            listed = json.loads(request.content)["files"]
+            return httpx2.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                        for f in listed]})
+        new = dict(files)
+        for line in request.content.decode().splitlines():
+            op = json.loads(line)
+            value = op["value"]
+            if op["key"] == "file":
+                new[value["path"]] = base64.b64decode(value["content"])
+            elif op["key"] == "deletedFile":
+                new.pop(value["path"], None)
+            elif op["key"] == "deletedFolder":
+                new = {p: d for p, d in new.items() if not p.startswith(value["path"].rstrip("/") + "/")}
+        commit = hashlib.sha1(repr(sorted(new)).encode() + sha.encode()).hexdigest()
+        self.repos[f"{kind}/{repo}"][unquote(rev)] = (commit, new)
+        return httpx2.Response(200, json={"success": True, "commitOid": commit,
+                                          "commitUrl": f"https://huggingface.co/{repo}/commit/{commit}"})
 
 
 def _error(status: int, code: str, message: str, extra: dict | None = None) -> httpx2.Response:

@@ -169,6 +169,10 @@ class RecordingApi:
     def create_repo(self, repo_id, **kw):
         RecordingApi.calls.append(("create_repo", {"repo_id": repo_id, **kw}))
 
+    def repo_info(self, repo_id):  # a new repo, as asked (the Hub's default is public)
+        private = [kw["private"] for name, kw in RecordingApi.calls if name == "create_repo"][-1]
+        return type("Info", (), {"private": bool(private)})()
+
     def upload_folder(self, **kw):
         files = sorted(str(p.relative_to(kw["folder_path"])) for p in Path(kw["folder_path"]).rglob("*") if p.is_file())
         RecordingApi.calls.append(("upload_folder", {**kw, "files": files}))

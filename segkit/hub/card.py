@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 
 from segkit.config.recipe import Recipe
-from segkit.data.sources.hub import PRESET_REPOS
+from segkit.data.sources.hub import ADE20K_DATA_DIR, ADE20K_REVISION, PRESET_REPOS
 from segkit.labels import LabelSet
+from segkit.models.locate import looks_local
 
 PIPELINE_SUBTASK = {"maskformer": "semantic", "mask2former": "semantic"}
 """Families whose image processors default to panoptic post-processing in `pipeline`."""
@@ -25,6 +26,36 @@ def dataset_id(recipe: Recipe) -> str | None:
     if path and recipe.data.format in ("ade20k", "sidewalk", "hub") and not Path(path).expanduser().exists():
         return path
     return None
+
+
+def hub_model_id(checkpoint: str | None) -> bool:
+    """True for a Hub model id (owner/name), False for a local folder or nothing."""
+    return bool(checkpoint) and not looks_local(checkpoint)
+
+
+def dataset_split(recipe: Recipe, split: str) -> dict[str, Any]:
+    """model-index `dataset` fields for segkit's `split`, in the dataset's own words: its split name
+    (ADE20K's val is `validation`, on the parquet branch's `scene_parsing` folder), and, when val
+    was held out of train (sidewalk has only `train`), the split it came from and how."""
+    data = recipe.data
+    if split == "val" and data.val_fraction > 0 and held_out(recipe):
+        return {"split": "train", "args": {"held_out": f"val: {data.val_fraction:.0%} of train, seed {data.seed}"}}
+    if data.splits:
+        return {"split": data.splits.get(split, split)}
+    if data.format == "ade20k" and not data.path:
+        fields: dict[str, Any] = {"split": {"val": "validation"}.get(split, split)}
+        fields["config"] = data.data_dir or ADE20K_DATA_DIR
+        fields["revision"] = data.revision or ADE20K_REVISION
+        return fields
+    return {"split": split}
+
+
+def held_out(recipe: Recipe) -> bool:
+    """Whether the run's val came out of train: the source has no val split of its own."""
+    data = recipe.data
+    if data.splits:
+        return "val" not in data.splits
+    return data.format == "sidewalk"  # segments/sidewalk-semantic has one split, train
 
 
 def metric_entries(metrics: dict[str, Any], labels: LabelSet) -> list[dict[str, Any]]:
@@ -47,13 +78,14 @@ def front_matter(recipe: Recipe, metrics: dict, labels: LabelSet, name: str, lic
                              "tags": ["segkit", "semantic-segmentation", recipe.model.family]}
     if license:
         front["license"] = license
-    if recipe.model.checkpoint:
+    if hub_model_id(recipe.model.checkpoint):  # the Hub rejects a base_model that is no model id
         front["base_model"] = recipe.model.checkpoint
     dataset = dataset_id(recipe)
     if dataset:
         front["datasets"] = [dataset]
     if metrics.get("strict", {}).get("mIoU") is not None:
-        data = {"type": dataset or recipe.data.format, "name": dataset or recipe.name, "split": metrics.get("split", "val")}
+        data = {"type": dataset or recipe.data.format, "name": dataset or recipe.name,
+                **dataset_split(recipe, metrics.get("split", "val"))}
         front["model-index"] = [{"name": name, "results": [{
             "task": {"type": "image-segmentation", "name": "Semantic Segmentation"},
             "dataset": data, "metrics": metric_entries(metrics, labels)}]}]
@@ -105,8 +137,8 @@ def model_card(recipe: Recipe, metrics: dict, labels: LabelSet, config: dict[str
     exact = mode == "resize" or (mode == "none" and family != "vit")
     name = repo_id or recipe.name
     front = front_matter(recipe, metrics, labels, name, license, pipeline_ready)
-    origin = f"fine-tuned from [{model.checkpoint}](https://huggingface.co/{model.checkpoint})" if model.checkpoint \
-        and not Path(model.checkpoint).expanduser().exists() else \
+    origin = f"fine-tuned from [{model.checkpoint}](https://huggingface.co/{model.checkpoint})" \
+        if hub_model_id(model.checkpoint) else \
         (f"fine-tuned from {model.checkpoint}" if model.checkpoint else "trained from random weights")
     dataset = dataset_id(recipe)
     data = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else f"a {recipe.data.format} dataset"

@@ -28,6 +28,10 @@ EXPORT_MARKER = ".segkit-export"
 """Written into every export folder: only a folder holding it may be replaced by a new export."""
 OVERLAYS_SHIPPED = 4
 
+OVERLAYS_DIR = Report(Path(".")).overlays.name
+"""Where an export keeps its pictures (and a repo, after a push)."""
+GATED_PRESETS = tuple(f for f, repo in PRESET_REPOS.items() if repo in GATED_DATASETS)
+"""Preset formats whose data is gated, wherever it is read from."""
 
 class ExportError(ValueError):
     """A run that cannot be exported or pushed as asked; the message says what to do."""
@@ -48,6 +52,8 @@ def restricted_data(recipe: Recipe) -> str | None:
     if repo in GATED_DATASETS:
         return f"{repo} is gated"
     licence = (recipe.data.license or "").lower()
+    if recipe.data.format in GATED_PRESETS:  # a local copy is still the gated dataset's pictures
+        return f"{PRESET_REPOS[recipe.data.format]} is gated (here a copy of it, {repo})"
     if "-nc" in licence or "noncommercial" in licence or "non-commercial" in licence or "research" in licence:
         return f"its data licence is {recipe.data.license}"
     return None
@@ -114,19 +120,33 @@ def push(run_dir: str | Path, repo_id: str, private: bool | None = None, overlay
     run = RunFolder(run_dir)
     recipe, _ = _load_run(run)
     reason = restricted_data(recipe)
-    if overlays is None:
-        overlays = private is True or reason is None
-        if not overlays:
-            print(f"Overlay pictures left out of the push: {reason}. Pass --with-overlays to include them.")
-    out = export(run.root, run.export, repo_id=repo_id, overlays=overlays)
+    chosen = overlays
+
+    def ships(is_private: bool) -> bool:
+        return chosen if chosen is not None else is_private or reason is None
+
+    # exported before any network call, so that a failed push leaves it ready for the next try
+    out = export(run.root, run.export, repo_id=repo_id, overlays=ships(private is True), formats=formats,
+                 quantize=quantize)
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(out), commit_message="Upload segkit model",
-                                   ignore_patterns=[EXPORT_MARKER])
+                                   ignore_patterns=[EXPORT_MARKER], delete_patterns=[f"{OVERLAYS_DIR}/*"])
     except NETWORK_ERRORS as e:
         why = explain(e, repo_id, "model") or f"{type(e).__name__}: {e}"
         raise ExportError(f"Could not push to {repo_id}: {why}\nCheck the network, that you are logged in "
                           f"(`hf auth login` or HF_TOKEN) and may write to {repo_id}. The export is ready in {out}; "
                           "run `segkit push` again to retry.") from None
     return getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"
+        # create_repo leaves an existing repo's visibility as it is: ask the Hub what it is now
+        is_private = bool(api.repo_info(repo_id).private)
+        if private is True and not is_private:
+            print(f"{repo_id} already exists and is public: --private does not change that (change it in the "
+                  "repo's settings on the Hub). Pushing as to a public repo.")
+        if ships(is_private) != ships(private is True):
+            out = export(run.root, run.export, repo_id=repo_id, overlays=ships(is_private), formats=formats,
+                         quantize=quantize)
+        if chosen is None and not ships(is_private):
+            print(f"Overlay pictures left out of the push: {reason}. Pass --with-overlays to include them.")
+        # pictures an earlier push left are deleted, unless this commit uploads them again

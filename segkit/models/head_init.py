@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -61,16 +61,67 @@ class CarriedHead:
         bias = module.bias.detach().clone() if module.bias is not None else None
         return cls(weight, bias, labels, extra=weight.shape[0] - labels.num_classes)
 
-    def rows_for(self, labels: LabelSet) -> list[list[int]]:
-        """For each new class, the checkpoint rows of the source classes merged into it."""
-        index: dict[str, int] = {}
-        for k, name in enumerate(self.labels.names):
-            index.setdefault(_key(name), k)
-        for k, group in enumerate(self.labels.sources):  # what a segkit checkpoint's classes were made from
-            for name in group:
-                index.setdefault(_key(name), k)
+    def rows_for(self, labels: LabelSet, aliases: Mapping[str, Sequence[str]] | None = None) -> list[list[int]]:
+        """For each new class, the checkpoint rows of the source classes merged into it.
+
+        Names match through their aliases on both sides: `aliases` gives the dataset's (ADE20K's
+        objectInfo150 `windowpane;window`), and a checkpoint name that is a list (detectron2's
+        `"painting, picture"`) answers to each of its parts, as does a segkit checkpoint's class to
+        the sources it was made from.
+        """
+        table = CheckpointNames(self.labels)
         groups = labels.sources or tuple((n,) for n in labels.names)
-        return [sorted({index[_key(n)] for n in group if _key(n) in index}) for group in groups]
+        return [sorted({k for n in group if (k := table.match(dataset_keys(n, (aliases or {}).get(n, ())))) is not None})
+                for group in groups]
+
+
+def _parts(name: str) -> list[str]:
+    """A label-table entry as its names: detectron2 lists them with ", ", objectInfo150 with ";"."""
+    return [p for p in re.split(r"[;,]", str(name)) if _key(p)]
+
+
+def dataset_keys(name: str, aliases: Sequence[str] = ()) -> list[str]:
+    """The keys a dataset class answers to, best first: its name, its aliases, then the part after a
+    "group-" prefix (sidewalk's `human-person` is a person)."""
+    keys = [_key(name), *(_key(p) for p in _parts(name)), *(_key(a) for a in aliases)]
+    if "-" in str(name):
+        keys.append(_key(str(name).split("-", 1)[1]))
+    return list(dict.fromkeys(k for k in keys if k))
+
+
+class CheckpointNames:
+    """A checkpoint's label table, looked up at three levels, each only where it is unambiguous:
+    the whole entry (`"window "`), its first name (`painting` of `"painting, picture"`), any of its
+    names (`picture`). `screen` is the first name of one ADE entry and a later name of three."""
+
+    def __init__(self, labels: LabelSet) -> None:
+        self.levels: list[dict[str, set[int]]] = [{}, {}, {}]
+        for k, name in enumerate(labels.names):
+            parts = _parts(name)
+            self._add(0, name, k)
+            if parts:
+                self._add(1, parts[0], k)
+            for part in parts:
+                self._add(2, part, k)
+        for k, group in enumerate(labels.sources):  # what a segkit checkpoint's classes were made from
+            for name in group:
+                self._add(1, name, k)
+                for part in _parts(name):
+                    self._add(2, part, k)
+
+    def _add(self, level: int, name: str, k: int) -> None:
+        self.levels[level].setdefault(_key(name), set()).add(k)
+
+    def match(self, keys: Sequence[str]) -> int | None:
+        """The checkpoint row for a dataset class's keys (best first), or None. A better key wins
+        over a closer level: ADE's `screen door;screen` is detectron2's `"screen door, screen"`,
+        not its `"screen"`."""
+        for key in keys:
+            for level in self.levels:
+                rows = level.get(key, set())
+                if len(rows) == 1:
+                    return next(iter(rows))
+        return None
 
 
 def describe(rows: list[list[int]], carried: CarriedHead, labels: LabelSet) -> str:
@@ -82,7 +133,7 @@ def describe(rows: list[list[int]], carried: CarriedHead, labels: LabelSet) -> s
         elif len(members) == 1 and _key(carried.labels.names[members[0]]) == _key(name):
             parts.append(name)
         elif len(members) <= 3:
-            parts.append(f"{name} <- {' + '.join(carried.labels.names[k] for k in members)}")
+            parts.append(f"{name} <- {' + '.join(carried.labels.names[k].strip() for k in members)}")
         else:
             parts.append(f"{name} <- {len(members)} classes")
     carried_rows = sum(1 for r in rows if r)

@@ -22,7 +22,8 @@ from transformers import (DetrConfig, Mask2FormerConfig, Mask2FormerForUniversal
 from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegOutput
-from segkit.models.hf import HFSegModel, enable_checkpointing, load_for_labels, load_processor, read_checkpoint_config
+from segkit.models.hf import (HFSegModel, enable_checkpointing, head_note, load_for_labels, load_processor,
+                              read_checkpoint_config)
 from segkit.models.outputs import to_scores
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ class _QuerySeg(HFSegModel):
             seg = cls(model, labels, cls._processor(cfg.checkpoint), spec, **SIZE_RULES)
             seg.carried_head = carried
         seg._sync_loss_weights()
+            seg.head_note = head_note(config_dict, hf_cls, cfg.checkpoint)
         return seg
 
     @classmethod

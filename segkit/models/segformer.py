@@ -16,7 +16,7 @@ from transformers import SegformerConfig, SegformerForSemanticSegmentation, Segf
 from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegOutput
-from segkit.models.hf import HFSegModel, load_for_labels, load_processor, read_checkpoint_config
+from segkit.models.hf import HFSegModel, head_note, load_for_labels, load_processor, read_checkpoint_config
 from segkit.models.outputs import to_scores
 
 # MiT encoders as in the SegFormer paper (Table 6) and the nvidia/mit-b* configs. All sizes share
@@ -81,6 +81,7 @@ class SegformerSeg(HFSegModel):
         seg = cls(model, labels, _processor(cfg.checkpoint), spec, **SIZE_RULES)
         seg.carried_head = carried
         return seg
+        seg.head_note = head_note(config_dict, SegformerForSemanticSegmentation, cfg.checkpoint)
 
     @classmethod
     def load(cls, path: str | Path, **hub: Any) -> "SegformerSeg":

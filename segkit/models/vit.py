@@ -30,7 +30,7 @@ from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput
 from segkit.models.head_init import CarriedHead
-from segkit.models.hf import HFSegModel, keep_or_reset_head, read_checkpoint_config
+from segkit.models.hf import HFSegModel, head_note, keep_or_reset_head, read_checkpoint_config
 from segkit.models.locate import resolve_model_dir
 from segkit.models.vit_linear import ViTLinearSeg, encoder_from_config
 
@@ -177,8 +177,13 @@ class ViTSeg(SegModel):
         if kind in ("upernet", "segkit-vit"):  # a segkit vit model: fine-tune it again
             return _retarget(cls.load(resolve_model_dir(cfg.checkpoint)), cfg, labels, spec)
         mean, std = encoder_stats(cfg.checkpoint, kind)
+        # an encoder checkpoint (ViT's ImageNet classifier, DINOv2 without a head): only the backbone carries
+        note = head_note(config_dict, UperNetForSemanticSegmentation, cfg.checkpoint) or \
+            f"backbone only, head new: {cfg.checkpoint} is an encoder"
         if cfg.head == "linear":
-            return ViTLinearSeg.from_encoder_checkpoint(cfg.checkpoint, kind, labels, processor(mean, std), spec)
+            linear = ViTLinearSeg.from_encoder_checkpoint(cfg.checkpoint, kind, labels, processor(mean, std), spec)
+            linear.head_note = note
+            return linear
         if kind == "vit":
             encoder, state = _vit_as_dinov2(cfg.checkpoint)
         elif kind in MODEL_FOR_BACKBONE_MAPPING_NAMES:
@@ -200,6 +205,7 @@ class ViTSeg(SegModel):
                         p.fill_(1.0)
         log.info("%s: new UperNet head (%d channels) for %d classes on layers %s", cfg.checkpoint,
                  model.model.config.hidden_size, labels.num_classes, model.model.config.backbone_config.out_features)
+        model.head_note = note
         return model
 
     @classmethod

@@ -107,7 +107,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     data = build_data(recipe, model.image_mean, model.image_std, source=source, selection=selection,
                       eval_transform=eval_transform(model))
     if resume:
-        model.carried_head = None  # the checkpoint holds the head training made
+        model.carried_head = model.head_note = None  # the checkpoint holds the head training made
     head, carried = carry_head(model, data, recipe)
     accelerator = make_accelerator(cfg, run)
     criterion = None if model.has_own_loss else build_loss(recipe.loss, data.labels.num_classes, data.stats)
@@ -166,8 +166,10 @@ def carry_head(model: SegModel, data: DataBundle, recipe: Recipe) -> tuple[str |
     there was no other head to start from) and whether rows were carried over."""
     carried, model.carried_head = model.carried_head, None
     if carried is None:
-        return None, False
-    rows = carried.rows_for(data.labels)
+        return model.head_note, False
+    source = data.source
+    aliases = {source.class_names[i]: names for i, names in source.aliases.items() if i in source.class_names}
+    rows = carried.rows_for(data.labels, aliases)
     if not carries(rows, data.labels):
         chosen = ", ".join(data.labels.names[c] for c in data.labels.foreground_ids)
         return f"random classifier: none of {chosen} is a class of the checkpoint; its other weights carry over", False

@@ -41,15 +41,62 @@ def eval_transform(model: Any) -> EvalTransform:
     return EvalTransform(model.image_processor(), pad=model.input_spec.mode == "pad")
 
 
+def parse_scales(text: str | None) -> tuple[float, ...]:
+    """`--tta scales=0.75,1.0,1.25` (or just `0.75,1.0,1.25`) -> (0.75, 1.0, 1.25); None -> (1.0,)."""
+    if not text:
+        return (1.0,)
+    values = text.split("=", 1)[1] if text.startswith("scales=") else text
+    try:
+        scales = tuple(float(v) for v in values.split(",") if v.strip())
+    except ValueError:
+        scales = ()
+    if not scales or any(not 0.1 <= s <= 4 for s in scales):
+        raise ValueError(f"--tta {text}: give scales between 0.1 and 4, e.g. --tta scales=0.75,1.0,1.25")
+    return scales
+
+
+def describe_tta(scales: Sequence[float] = (1.0,), flip: bool = False) -> str:
+    """What a report records: "none", "flip", "scales 0.75,1,1.25", "scales 0.75,1,1.25 + flip"."""
+    parts = [] if tuple(scales) == (1.0,) else ["scales " + ",".join(f"{s:g}" for s in scales)]
+    return " + ".join(parts + (["flip"] if flip else [])) or "none"
+
+
+def _multi_scale(model: Any, pixels: torch.Tensor, out_sizes: Sequence[tuple[int, int]], flip: bool,
+                 scales: Sequence[float]) -> list[torch.Tensor]:
+    """Class probabilities averaged over the input rescaled by each of `scales`, each brought to
+    `out_sizes` first (the label's: every view is compared on the same pixels)."""
+    resized = model.input_spec.mode == "resize"
+    total: list[torch.Tensor] | None = None
+    for s in scales:
+        if s == 1.0:
+            views = batch_scores(model, pixels, out_sizes, flip)
+        else:
+            scaled = F.interpolate(pixels, scale_factor=s, mode="bilinear", align_corners=False)
+            if resized:  # the whole input maps onto the output, whatever its size
+                views = batch_scores(model, scaled, out_sizes, flip)
+            else:  # the image sits in the top-left corner, now s times its size
+                corners = [(max(1, round(h * s)), max(1, round(w * s))) for h, w in out_sizes]
+                views = [upsample_scores(v[None], tuple(size))[0]
+                         for v, size in zip(batch_scores(model, scaled, corners, flip), out_sizes)]
+        probs = [v.float().softmax(0) for v in views]
+        total = probs if total is None else [a + b for a, b in zip(total, probs)]
+    return [t / len(scales) for t in total]
+
+
 def batch_scores(model: Any, pixels: torch.Tensor, out_sizes: Sequence[tuple[int, int]],
-                 flip: bool = False) -> list[torch.Tensor]:
+                 flip: bool = False, scales: Sequence[float] = (1.0,)) -> list[torch.Tensor]:
     """Scores (C, H, W) for each image of one same-shaped batch (B, 3, h, w), at its `out_sizes`.
 
     A resized input maps as a whole onto its output. Any other input holds the image at its own
     size in its top-left corner (after `pad` mode's padding), so the scores are brought to the input
     size and cropped to the image. Inputs smaller than the model takes, or off a patch model's
     grid, are padded the same way. `flip` averages with the scores of the mirrored images.
+
+    `scales` other than (1.0,) is multi-scale test-time augmentation: the class probabilities
+    (softmax) of every scale, each at `out_sizes`, are averaged (`_multi_scale`).
     """
+    if tuple(scales) != (1.0,):
+        return _multi_scale(model, pixels, out_sizes, flip, scales)
     resized = model.input_spec.mode == "resize"
     if flip:
         mirrored = pixels.flip(-1) if resized else _mirror_corners(pixels, out_sizes)
@@ -92,18 +139,18 @@ def group_by_shape(inputs: Sequence[torch.Tensor]) -> list[list[int]]:
 @torch.no_grad()
 def scores_for(model: Any, inputs: Sequence[torch.Tensor], out_sizes: Sequence[tuple[int, int]],
                device: torch.device | str | None = None, autocast: Callable[[], ContextManager] | None = None,
-               flip: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+               flip: bool = False, scales: Sequence[float] = (1.0,)) -> Iterator[tuple[int, torch.Tensor]]:
     """(index, float scores (C, H, W)) for each transformed input (`eval_transform`), at its
     `out_sizes` (the label's, which is the original image's). Same-shaped inputs run as one batch,
     so results come group by group; the index says whose they are.
 
     `autocast` makes a mixed-precision context (accelerate's `autocast`, or torch.autocast);
-    `flip` adds the mirrored image (test-time augmentation).
+    `flip` adds the mirrored image and `scales` rescaled ones (test-time augmentation).
     """
     device = device or next(model.parameters()).device
     for group in group_by_shape(inputs):
         pixels = torch.stack([inputs[i] for i in group]).to(device)
         with autocast() if autocast is not None else nullcontext():
-            scores = batch_scores(model, pixels, [tuple(out_sizes[i]) for i in group], flip)
+            scores = batch_scores(model, pixels, [tuple(out_sizes[i]) for i in group], flip, scales)
         for i, s in zip(group, scores):
             yield i, s.float()

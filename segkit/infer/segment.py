@@ -35,18 +35,20 @@ class Job:
 
 def segment(model: Any, jobs: Sequence[Job], device: torch.device | str | None = None,
             autocast: Callable[[], ContextManager] | None = None, flip: bool = False,
-            windows: Windows = Windows()) -> Iterator[tuple[int, torch.Tensor]]:
+            windows: Windows = Windows(), scales: Sequence[float] = (1.0,)) -> Iterator[tuple[int, torch.Tensor]]:
     """(index into `jobs`, (H, W) uint8 class-id mask on `device`) for every job.
 
     Whole images come first, group by group; the index says whose mask it is. `autocast` makes a
-    mixed-precision context; `flip` averages with the mirrored image's scores.
+    mixed-precision context; `flip` averages with the mirrored image's scores, and `scales` other
+    than (1.0,) averages the class probabilities of the image rescaled by each (multi-scale
+    test-time augmentation; on sliding images, per window).
     """
     device = device or next(model.parameters()).device
     spec = model.input_spec
     slide = [windows.applies(spec, *job.size) for job in jobs]
     whole = [i for i, s in enumerate(slide) if not s]
     for k, scores in scores_for(model, [jobs[i].pixels for i in whole], [jobs[i].size for i in whole],
-                                device, autocast, flip):
+                                device, autocast, flip, scales):
         yield whole[k], scores.argmax(0).to(torch.uint8)
     for i in (i for i, s in enumerate(slide) if s):
         image = jobs[i].image
@@ -55,12 +57,12 @@ def segment(model: Any, jobs: Sequence[Job], device: torch.device | str | None =
                              "but only its transformed pixels were given; pass the image too.")
         image = image() if callable(image) else image
         mask = sliding_mask(model, image, windows.size_for(spec), windows.overlap, windows.batch, device, autocast,
-                            flip)
+                            flip, scales)
         yield i, torch.from_numpy(mask).to(device)
 
 
 def segment_images(model: Any, images: Sequence[Image.Image], device: torch.device | str | None = None,
-                   flip: bool = False) -> list[np.ndarray]:
+                   flip: bool = False, scales: Sequence[float] = (1.0,)) -> list[np.ndarray]:
     """(H, W) uint8 class-id masks for PIL images, each at its own size, as evaluation computes
     them (overlays, reports, tests)."""
     transform = eval_transform(model)
@@ -68,6 +70,6 @@ def segment_images(model: Any, images: Sequence[Image.Image], device: torch.devi
     jobs = [Job((im.height, im.width), None if windows.applies(spec, im.height, im.width) else transform(im), im)
             for im in images]
     masks: list[np.ndarray] = [np.empty(0)] * len(images)
-    for i, mask in segment(model, jobs, device, flip=flip, windows=windows):
+    for i, mask in segment(model, jobs, device, flip=flip, windows=windows, scales=scales):
         masks[i] = mask.cpu().numpy()
     return masks

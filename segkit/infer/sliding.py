@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Literal
+from typing import Any, Callable, ContextManager, Literal, Sequence
 
 import numpy as np
 import torch
@@ -95,8 +95,11 @@ def window_transform(model: Any) -> EvalTransform:
 @torch.no_grad()
 def sliding_mask(model: Any, image: Image.Image, window: tuple[int, int], overlap: float = 0.25, batch: int = 4,
                  device: torch.device | str = "cpu", autocast: Callable[[], ContextManager] | None = None,
-                 flip: bool = False) -> np.ndarray:
-    """(H, W) uint8 class ids for `image`, from windows of `window` (height, width)."""
+                 flip: bool = False, scales: Sequence[float] = (1.0,)) -> np.ndarray:
+    """(H, W) uint8 class ids for `image`, from windows of `window` (height, width).
+
+    Test-time augmentation (`flip`, `scales`) applies to each window, so memory stays one band's
+    whatever the scales: a large image is never rescaled whole."""
     width, height = image.size
     wh, ww = min(window[0], height), min(window[1], width)
     transform = window_transform(model)
@@ -109,7 +112,7 @@ def sliding_mask(model: Any, image: Image.Image, window: tuple[int, int], overla
             group = xs[first: first + batch]
             pixels = torch.stack([transform(image.crop((x, y, x + ww, y + wh))) for x in group]).to(device)
             with autocast() if autocast is not None else nullcontext():
-                scores = batch_scores(model, pixels, [(wh, ww)] * len(group), flip=flip)
+                scores = batch_scores(model, pixels, [(wh, ww)] * len(group), flip=flip, scales=scales)
             if band is None:
                 band = torch.zeros((scores[0].shape[0], wh, width), device=device)
             for x, s in zip(group, scores):

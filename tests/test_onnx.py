@@ -1,0 +1,139 @@
+"""ONNX deploy: `segkit export --format onnx` writes a graph that passes the parity check, and
+`segkit predict MODEL.onnx` gives the PyTorch path's masks through onnxruntime; Mask2Former is
+refused with the operator that blocks it; segkit imports without the onnx extra."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from segkit.cli import main as cli  # noqa: E402
+from tests.test_train import write_recipe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = {
+    "segformer": ({"family": "segformer"}, {"eval_mode": "none"}),
+    "vit": ({"family": "vit", "head": "multilevel"}, {"eval_mode": "pad"}),  # DINOv2 + UperNet, any size
+    "maskformer": ({"family": "maskformer"}, {"eval_mode": "none"}),
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def exported(request, tmp_path_factory) -> tuple[str, Path]:
+    """(family, export folder) of a briefly trained tiny run, exported with --format onnx."""
+    family = request.param
+    model, augment = FAMILIES[family]
+    tmp = tmp_path_factory.mktemp(family)
+    recipe = write_recipe(tmp, model={**model, "size": "tiny"}, augment={"scale": [0.8, 1.2], **augment},
+                          train={"max_steps": 20, "eval_every": 20, "tracker": "none", "lr": 0.003})
+    assert cli(["train", str(recipe), "--output-dir", str(tmp / "run")]) == 0
+    assert cli(["export", str(tmp / "run"), "--output", str(tmp / "export"), "--format", "onnx"]) == 0
+    return family, tmp / "export"
+
+
+def images(folder: Path) -> Path:
+    """Synthetic frames of several sizes, one large enough to go through sliding windows."""
+    from segkit.data import make_synthetic
+
+    folder.mkdir(exist_ok=True)
+    rows = make_synthetic(3, 64, seed=7, split="onnx-test")
+    sizes = [(64, 64), (90, 70), (64, 64), (200, 180)]
+    for i, size in enumerate(sizes):
+        rows[i % 3]["image"].convert("RGB").resize(size).save(folder / f"{i}.png")
+    return folder
+
+
+def test_export_writes_a_checked_graph_and_the_card_says_so(exported):
+    family, export = exported
+    report = json.loads((export / "onnx_report.json").read_text())
+    assert (export / "model.onnx").is_file() and (export / "model.safetensors").is_file()
+    assert report["exporter"] == "dynamo", report.get("fallback_reason")
+    fp32 = report["parity"]["fp32"]
+    assert fp32["agreement"] >= 0.999 and fp32["max_abs_diff"] < 1e-3 and fp32["images"] == 4
+    assert report["scores_stride"] == (1 if family == "vit" else 4)
+    card = (export / "README.md").read_text()
+    assert "## ONNX" in card and f"{fp32['agreement']:.4%}" in card
+
+
+def test_onnx_predict_matches_pytorch_predict(exported, tmp_path):
+    """The same folder through both runtimes, through the one inference path (sliding windows
+    included): masks agree on >= 99.9% of pixels, and the areas CSV has the same rows."""
+    family, export = exported
+    folder = images(tmp_path / "images")
+    assert cli(["predict", str(export), str(folder), "--output", str(tmp_path / "torch"), "--workers", "0"]) == 0
+    assert cli(["predict", str(export / "model.onnx"), str(folder), "--output", str(tmp_path / "ort"),
+                "--workers", "0"]) == 0
+    same = total = 0
+    for png in sorted((tmp_path / "torch" / "masks").glob("*.png")):
+        with Image.open(png) as a, Image.open(tmp_path / "ort" / "masks" / png.name) as b:
+            ours, theirs = np.asarray(a), np.asarray(b)
+        assert ours.shape == theirs.shape
+        same, total = same + (ours == theirs).sum(), total + ours.size
+    assert total > 0 and same / total >= 0.999, f"{family}: {same / total:.4%} of pixels agree"
+    assert (tmp_path / "ort" / "overlays").is_dir()
+
+
+def test_a_failing_graph_is_refused_with_its_figures(tmp_path, monkeypatch):
+    """A graph whose scores are wrong (injected: the runtime's scores are shuffled over classes)
+    is not written, and the message gives the agreement; a failing int8 variant is reported."""
+    import torch
+
+    from segkit.config.recipe import InputSpec, ModelConfig
+    from segkit.hub import onnx as onnx_export
+    from segkit.infer.onnx_model import OnnxSegModel
+    from segkit.labels import LabelSet
+    from segkit.models.build import build_model
+
+    model = build_model(ModelConfig(family="segformer", size="tiny"),
+                        LabelSet(("background", "circle", "square"), background=0), spec=InputSpec("none", None, (64, 64)))
+    real_call = OnnxSegModel.__call__
+
+    def wrong(self, pixels):
+        out = real_call(self, pixels)
+        out.scores = out.scores.roll(1, dims=1) + 0.5 * torch.randn_like(out.scores)
+        return out
+
+    monkeypatch.setattr(OnnxSegModel, "__call__", wrong)
+    with pytest.raises(onnx_export.OnnxExportError, match=r"need 99\.9% .*agree.*Nothing was written"):
+        onnx_export.export_onnx(model.eval(), tmp_path)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_mask2former_is_refused_naming_the_operator(tmp_path):
+    from segkit.config.recipe import InputSpec, ModelConfig
+    from segkit.hub.onnx import OnnxExportError, export_onnx
+    from segkit.labels import LabelSet
+    from segkit.models.build import build_model
+
+    model = build_model(ModelConfig(family="mask2former", size="tiny"), LabelSet(("background", "circle")),
+                        spec=InputSpec("none"))
+    with pytest.raises(OnnxExportError, match=r"mask2former cannot be exported.*aten::view"):
+        export_onnx(model.eval(), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_segkit_imports_without_the_onnx_extra_and_names_it():
+    """With onnx and onnxruntime unimportable, segkit (export and predict included) still imports,
+    and asking for ONNX says which pip command adds it."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, *a):\n"
+        "        if name.split('.')[0] in ('onnx', 'onnxruntime', 'onnxscript'): raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import segkit, segkit.hub.export, segkit.infer.predict, segkit.cli\n"
+        "from segkit.infer.onnx_model import require\n"
+        "try:\n    require('onnxruntime')\n"
+        "except ValueError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pip install 'segkit[onnx]'" in done.stdout

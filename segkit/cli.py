@@ -47,7 +47,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from segkit.evaluation.scoring import evaluate_saved
 
     recipe_path = args.data or _run_recipe(args.model)
-    evaluate_saved(args.model, load_recipe(recipe_path, args.set), args.split, args.output, revision=args.revision)
+    evaluate_saved(args.model, load_recipe(recipe_path, args.set), args.split, args.output, revision=args.revision,
+                   flip=args.flip, scales=_scales(args.tta))
     return 0
 
 
@@ -93,6 +94,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     options = PredictOptions(batch_size=args.batch_size, workers=args.workers,
                              alpha=None if args.no_overlays else args.alpha, overwrite=args.overwrite,
                              sliding=args.sliding, window=_size_arg(args.window), overlap=args.overlap, flip=args.flip,
+                             scales=_scales(args.tta),
                              precision=args.precision, revision=args.revision)
     result = predict_folder(args.model, args.images, args.output, options)
     skipped = f", {result.skipped} already done" if result.skipped else ""
@@ -105,6 +107,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if result.left:
         print(f"{result.left} readable images have no mask yet: run the same command again to finish them.")
     return 1 if result.left else 0  # a scheduler that reruns a finished job must not see a failure
+
+
+def _scales(text: str | None) -> tuple[float, ...]:
+    from segkit.infer.scores import parse_scales
+
+    return parse_scales(text)
+
+
+def _tta_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tta", metavar="scales=S,S,...",
+                        help="multi-scale test-time augmentation, e.g. scales=0.75,1.0,1.25 (averages class probabilities)")
+    parser.add_argument("--flip", action="store_true", help="average with the mirrored image (slower, smoother)")
 
 
 def _size_arg(text: str | None) -> tuple[int, int] | None:
@@ -180,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="recipe whose data to score on (default: the run's recipe.yaml)")
     e.add_argument("--split", default="test")
     e.add_argument("--output", help="report folder (default RUN/eval-SPLIT)")
+    _tta_flags(e)
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.set_defaults(fn=cmd_evaluate)
 
@@ -200,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="sliding windows for large images (auto: above 4x the training crop's area)")
     pr.add_argument("--window", help="sliding window HEIGHTxWIDTH (default: the training crop)")
     pr.add_argument("--overlap", type=float, default=0.25, help="share of a window that overlaps the next")
-    pr.add_argument("--flip", action="store_true", help="average with the mirrored image (slower, smoother)")
+    _tta_flags(pr)
     pr.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                     help="auto: fp32 on CPU (the reported figures), bf16/fp16 on GPU")
     pr.add_argument("--revision", help="Hub revision (branch, tag or commit) of a model id")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from segkit.config.recipe import Recipe
 from segkit.data import DataBundle, build_data
 from segkit.data.loaders import eval_loader
-from segkit.infer.scores import eval_transform
+from segkit.infer.scores import describe_tta, eval_transform
 from segkit.infer.segment import Job, segment
 from segkit.labels import LabelSet, check_same_labels
 from segkit.evaluation.metrics import ConfusionMatrix, ImageTally, compute_metrics
@@ -39,12 +39,14 @@ SPLITS = ("train", "val", "test")
 
 @torch.no_grad()
 def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Accelerator,
-             mixed_precision: bool = False, per_image: bool = False) -> dict[str, Any]:
+             mixed_precision: bool = False, per_image: bool = False, flip: bool = False,
+             scales: Sequence[float] = (1.0,)) -> dict[str, Any]:
     """Confusion matrix over this process's share, summed across processes, turned into metrics
     (plus the matrix itself, as nested lists, under "matrix").
 
     `per_image` also scores each image from its own small confusion matrix in the same pass
     (`ImageTally`): rows gathered from every process, sorted by index, under "per_image".
+    `flip` and `scales` are test-time augmentation, applied by `segment` (the one dispatch).
 
     Reports run in full precision, as `pipeline` and `segkit predict` do by default, so that they
     reproduce them; `mixed_precision` (the training's autocast) is for evaluations inside training,
@@ -62,7 +64,7 @@ def evaluate(model: Any, loader: DataLoader, labels: LabelSet, accelerator: Acce
         targets = batch["labels"]
         jobs = [Job(tuple(t.shape[-2:]), batch["pixel_values"][i], partial(raw_image, dataset, int(batch["index"][i])))
                 for i, t in enumerate(targets)]
-        for i, mask in segment(net, jobs, accelerator.device, autocast):
+        for i, mask in segment(net, jobs, accelerator.device, autocast, flip, scales=scales):
             tally.update(int(batch["index"][i]), mask, targets[i].to(accelerator.device))
     matrix = accelerator.reduce(cm.matrix, reduction="sum")
     model.train(was_training)
@@ -79,22 +81,26 @@ def raw_image(dataset: Any, index: int) -> Any:
 
 
 def score_splits(model: Any, data: DataBundle, splits: list[str], accelerator: Accelerator,
-                 batch_size: int, num_workers: int) -> dict[str, dict[str, Any]]:
+                 batch_size: int, num_workers: int, flip: bool = False,
+                 scales: Sequence[float] = (1.0,)) -> dict[str, dict[str, Any]]:
     """`evaluate` on each named split of `data`."""
     results = {}
     for split in splits:
         loader = eval_loader(getattr(data, split), batch_size, num_workers, accelerator.process_index,
                              accelerator.num_processes)
-        results[split] = evaluate(model, loader, data.labels, accelerator, per_image=True)
+        results[split] = evaluate(model, loader, data.labels, accelerator, per_image=True, flip=flip, scales=scales)
     return results
 
 
 def report_splits(model: SegModel, data: DataBundle, splits: list[str], report: Report, accelerator: Accelerator,
-                  recipe: Recipe, extra: dict | None = None) -> dict[str, dict[str, Any]]:
+                  recipe: Recipe, extra: dict | None = None, flip: bool = False,
+                  scales: Sequence[float] = (1.0,)) -> dict[str, dict[str, Any]]:
     """Score `model` on each split and write the report of the last one listed (the headline:
-    test when there is one); metrics.json holds every split."""
+    test when there is one); metrics.json holds every split, and which test-time augmentation
+    produced them ("tta")."""
     batch = recipe.train.eval_batch_size or recipe.train.batch_size
-    results = score_splits(model, data, splits, accelerator, batch, recipe.train.num_workers)
+    results = score_splits(model, data, splits, accelerator, batch, recipe.train.num_workers, flip, scales)
+    extra = {"tta": describe_tta(scales, flip), **(extra or {})}
     if accelerator.is_main_process:
         write_final_report(report, results, splits[-1], model, getattr(data, splits[-1]), train_share(data.stats),
                            recipe.train.num_overlays, extra or {}, accelerator.num_processes)
@@ -104,7 +110,7 @@ def report_splits(model: SegModel, data: DataBundle, splits: list[str], report: 
 
 
 def evaluate_saved(model_path: str | Path, recipe: Recipe, split: str, out_dir: str | Path | None,
-                   revision: str | None = None) -> dict:
+                   revision: str | None = None, flip: bool = False, scales: Sequence[float] = (1.0,)) -> dict:
     """`segkit evaluate`: a saved model (a run folder, a model folder or a Hub id) on a split of a
     recipe's data. Images are fed the way the model says (its saved input spec), whatever the recipe."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -121,4 +127,4 @@ def evaluate_saved(model_path: str | Path, recipe: Recipe, split: str, out_dir: 
         report = RunFolder(path if path.name != "model" else path.parent).eval_report(split)
     else:  # a Hub id: a folder here named after it
         report = Report(Path(f"eval-{str(model_path).replace('/', '--')}-{split}"))
-    return report_splits(model, data, [split], report, accelerator, recipe, {"model": str(model_path)})
+    return report_splits(model, data, [split], report, accelerator, recipe, {"model": str(model_path)}, flip, scales)

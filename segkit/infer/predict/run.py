@@ -52,6 +52,9 @@ class PredictOptions:
     overlap: float = 0.25
     flip: bool = False
     """Average with the mirrored image's scores (test-time augmentation)."""
+    scales: tuple[float, ...] = (1.0,)
+    """Multi-scale test-time augmentation: class probabilities averaged over the image rescaled by
+    each (`--tta scales=0.75,1.0,1.25`); per window on sliding images."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: fp32 on CPU (the reported figures), bf16 (or fp16) on GPUs."""
     revision: str | None = None
@@ -158,7 +161,7 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
                 else:
                     ready.append(b)
             jobs = [Job(b["size"], b.get("pixels"), b["image"]) for b in ready]
-            for i, mask in segment(model, jobs, accelerator.device, autocast, options.flip, windows):
+            for i, mask in segment(model, jobs, accelerator.device, autocast, options.flip, windows, options.scales):
                 b = ready[i]
                 pending.append(writer.submit(out.write, b["item"], b["image"], mask.cpu().numpy(), options.alpha))
                 processed += 1

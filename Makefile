@@ -14,7 +14,7 @@ $(BIN)/segkit: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: on CPU machines this is a local CPU wheel; any other spec pulls CUDA.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]" pillow scipy
+	$(BIN)/pip install -q -e ".[dev,onnx]" pillow scipy
 	touch $@
 
 install: $(BIN)/segkit

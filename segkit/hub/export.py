@@ -27,11 +27,11 @@ from segkit.run_folder import Report, RunFolder, replace_dir, temp_dir_for, writ
 EXPORT_MARKER = ".segkit-export"
 """Written into every export folder: only a folder holding it may be replaced by a new export."""
 OVERLAYS_SHIPPED = 4
-
 OVERLAYS_DIR = Report(Path(".")).overlays.name
 """Where an export keeps its pictures (and a repo, after a push)."""
 GATED_PRESETS = tuple(f for f, repo in PRESET_REPOS.items() if repo in GATED_DATASETS)
 """Preset formats whose data is gated, wherever it is read from."""
+
 
 class ExportError(ValueError):
     """A run that cannot be exported or pushed as asked; the message says what to do."""
@@ -51,9 +51,9 @@ def restricted_data(recipe: Recipe) -> str | None:
     repo = recipe.data.path or PRESET_REPOS.get(recipe.data.format)
     if repo in GATED_DATASETS:
         return f"{repo} is gated"
-    licence = (recipe.data.license or "").lower()
     if recipe.data.format in GATED_PRESETS:  # a local copy is still the gated dataset's pictures
         return f"{PRESET_REPOS[recipe.data.format]} is gated (here a copy of it, {repo})"
+    licence = (recipe.data.license or "").lower()
     if "-nc" in licence or "noncommercial" in licence or "non-commercial" in licence or "research" in licence:
         return f"its data licence is {recipe.data.license}"
     return None
@@ -126,11 +126,20 @@ def push(run_dir: str | Path, repo_id: str, private: bool | None = None, overlay
         return chosen if chosen is not None else is_private or reason is None
 
     # exported before any network call, so that a failed push leaves it ready for the next try
-    out = export(run.root, run.export, repo_id=repo_id, overlays=ships(private is True), formats=formats,
-                 quantize=quantize)
+    out = export(run.root, run.export, repo_id=repo_id, overlays=ships(private is True))
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
+        # create_repo leaves an existing repo's visibility as it is: ask the Hub what it is now
+        is_private = bool(api.repo_info(repo_id).private)
+        if private is True and not is_private:
+            print(f"{repo_id} already exists and is public: --private does not change that (change it in the "
+                  "repo's settings on the Hub). Pushing as to a public repo.")
+        if ships(is_private) != ships(private is True):
+            out = export(run.root, run.export, repo_id=repo_id, overlays=ships(is_private))
+        if chosen is None and not ships(is_private):
+            print(f"Overlay pictures left out of the push: {reason}. Pass --with-overlays to include them.")
+        # pictures an earlier push left are deleted, unless this commit uploads them again
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(out), commit_message="Upload segkit model",
                                    ignore_patterns=[EXPORT_MARKER], delete_patterns=[f"{OVERLAYS_DIR}/*"])
     except NETWORK_ERRORS as e:
@@ -139,14 +148,3 @@ def push(run_dir: str | Path, repo_id: str, private: bool | None = None, overlay
                           f"(`hf auth login` or HF_TOKEN) and may write to {repo_id}. The export is ready in {out}; "
                           "run `segkit push` again to retry.") from None
     return getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"
-        # create_repo leaves an existing repo's visibility as it is: ask the Hub what it is now
-        is_private = bool(api.repo_info(repo_id).private)
-        if private is True and not is_private:
-            print(f"{repo_id} already exists and is public: --private does not change that (change it in the "
-                  "repo's settings on the Hub). Pushing as to a public repo.")
-        if ships(is_private) != ships(private is True):
-            out = export(run.root, run.export, repo_id=repo_id, overlays=ships(is_private), formats=formats,
-                         quantize=quantize)
-        if chosen is None and not ships(is_private):
-            print(f"Overlay pictures left out of the push: {reason}. Pass --with-overlays to include them.")
-        # pictures an earlier push left are deleted, unless this commit uploads them again

@@ -119,10 +119,6 @@ def read_checkpoint_config(checkpoint: str, family: str, example: str) -> dict[s
         raise ModelError(
             f"Could not load model.checkpoint '{checkpoint}'. The Hub said: {said}\n"
             f"Fix: check the id (e.g. {example}) or folder; offline, download it first "
-    note = head_note(config_dict, hf_cls, checkpoint)
-    if note is not None:  # nothing of its head fits this model: no label table to read or keep
-        log.info("%s: %s", checkpoint, note)
-        return hf_cls.from_pretrained(checkpoint, num_labels=labels.num_classes, **overrides), None
             f"(`hf download {checkpoint}`) or pass a local folder; or set model.size to train "
             "from random weights.") from e
     if not config_dict:
@@ -146,24 +142,12 @@ def load_for_labels(hf_cls: Any, checkpoint: str, config_dict: dict[str, Any], l
     The head is kept only when the checkpoint was trained on exactly these class names in this
     order. Otherwise it is replaced (a head of the same size but for other classes too, since its
     rows would mean the wrong classes), and with `carry` the checkpoint's classifier comes back
-def head_note(config_dict: dict[str, Any], hf_cls: Any, checkpoint: str) -> str | None:
-    """None when the checkpoint holds `hf_cls`'s own classifier (a pixel classifier, or
-    MaskFormer's query classifier); else the banner's word on its head. nvidia/mit-b0 is an
-    ImageNet classifier (1000 classes, `crane` twice) and facebook/dinov2-small has no head: their
-    label tables say nothing about pixels, so nothing of them is carried."""
-    architectures = config_dict.get("architectures") or []
-    if not architectures or hf_cls.__name__ in architectures:
-        return None  # an old config without `architectures` is taken to be what it is loaded as
-    arch = architectures[0]
-    labels = len(config_dict.get("id2label") or {})
-    if arch.endswith("ForImageClassification"):
-        return (f"backbone only, head new: {checkpoint} is an image classifier ({arch}, {labels} classes), "
-                "which has no pixel classifier to carry")
-    return f"backbone only, head new: {checkpoint} has no segmentation head ({arch})"
-
-
     beside the model, for `head_init` to build the new rows from.
     """
+    note = head_note(config_dict, hf_cls, checkpoint)
+    if note is not None:  # nothing of its head fits this model: no label table to read or keep
+        log.info("%s: %s", checkpoint, note)
+        return hf_cls.from_pretrained(checkpoint, num_labels=labels.num_classes, **overrides), None
     trained = LabelSet.from_config(config_dict)
     carried = None
     if carry and trained.names != labels.names and config_dict.get("id2label"):
@@ -185,6 +169,22 @@ def head_note(config_dict: dict[str, Any], hf_cls: Any, checkpoint: str) -> str 
         log.info("%s: %d weight tensors re-initialised for the %d chosen classes: %s",
                  checkpoint, len(fresh), labels.num_classes, shown)
     return model, carried
+
+
+def head_note(config_dict: dict[str, Any], hf_cls: Any, checkpoint: str) -> str | None:
+    """None when the checkpoint holds `hf_cls`'s own classifier (a pixel classifier, or
+    MaskFormer's query classifier); else the banner's word on its head. nvidia/mit-b0 is an
+    ImageNet classifier (1000 classes, `crane` twice) and facebook/dinov2-small has no head: their
+    label tables say nothing about pixels, so nothing of them is carried."""
+    architectures = config_dict.get("architectures") or []
+    if not architectures or hf_cls.__name__ in architectures:
+        return None  # an old config without `architectures` is taken to be what it is loaded as
+    arch = architectures[0]
+    labels = len(config_dict.get("id2label") or {})
+    if arch.endswith("ForImageClassification"):
+        return (f"backbone only, head new: {checkpoint} is an image classifier ({arch}, {labels} classes), "
+                "which has no pixel classifier to carry")
+    return f"backbone only, head new: {checkpoint} has no segmentation head ({arch})"
 
 
 def keep_or_reset_head(model: nn.Module, classifier: str, trained: LabelSet, wanted: LabelSet, where: str) -> bool:

@@ -181,8 +181,8 @@ class _QuerySeg(HFSegModel):
                                              carry=cfg.head_init == "checkpoint", **overrides)
             seg = cls(model, labels, cls._processor(cfg.checkpoint), spec, **SIZE_RULES)
             seg.carried_head = carried
-        seg._sync_loss_weights()
             seg.head_note = head_note(config_dict, hf_cls, cfg.checkpoint)
+        seg._sync_loss_weights()
         return seg
 
     @classmethod

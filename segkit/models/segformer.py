@@ -80,8 +80,8 @@ class SegformerSeg(HFSegModel):
                                          classifier="decode_head.classifier", carry=cfg.head_init == "checkpoint")
         seg = cls(model, labels, _processor(cfg.checkpoint), spec, **SIZE_RULES)
         seg.carried_head = carried
-        return seg
         seg.head_note = head_note(config_dict, SegformerForSemanticSegmentation, cfg.checkpoint)
+        return seg
 
     @classmethod
     def load(cls, path: str | Path, **hub: Any) -> "SegformerSeg":

@@ -58,7 +58,8 @@ def losses(rank: int, world: int) -> dict[str, float]:
     out = {}
     for family in ("maskformer", "mask2former"):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(family=family, size="tiny", checkpoint=None), LABELS).eval()  # eval: no dropout, BN fixed
+        # eval mode: no dropout, and BatchNorm's running statistics do not depend on the batch split
+        model = build_model(ModelConfig(family=family, size="tiny", checkpoint=None), LABELS).eval()
         with same_points(), torch.no_grad():
             loss = model(images[share], labels=labels[share]).loss
         if world > 1:

@@ -82,7 +82,8 @@ def launch(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 FAMILIES = {"maskformer": {"family": "maskformer"}, "mask2former": {"family": "mask2former"},
-            "vit-multilevel": {"family": "vit", "head": "multilevel"}, "vit-linear": {"family": "vit", "head": "linear"}}
+            "vit-multilevel": {"family": "vit", "head": "multilevel"},
+            "vit-linear": {"family": "vit", "head": "linear"}}
 
 
 @pytest.mark.slow
@@ -92,7 +93,8 @@ def test_every_family_trains_on_two_processes_with_overwrite(tmp_path: Path, nam
     mask_token and the Swin backbones' final layernorm are frozen, so DDP finds a gradient for every
     trainable parameter. `--overwrite` replaces an earlier run once (rank 0, behind a barrier)."""
     recipe = write_recipe(tmp_path, model={**FAMILIES[name], "size": "tiny"}, data={"synthetic_samples": 12},
-                          train={"max_steps": 2, "eval_every": 0, "batch_size": 2, "tracker": "none", "num_overlays": 0})
+                          train={"max_steps": 2, "eval_every": 0, "batch_size": 2, "tracker": "none",
+                                 "num_overlays": 0})
     out = tmp_path / "out"
     (out / "checkpoints" / "step-0000099").mkdir(parents=True)
     (out / "recipe.yaml").write_text("an earlier run\n")
@@ -148,3 +150,28 @@ def test_sigterm_to_one_process_stops_both_after_the_same_step(tmp_path: Path):
     # torchrun reports a worker's non-zero exit as a failure of the launch (and exits 1 itself)
     assert re.search(r"exitcode\s*: 130", output), output[-3000:]
     assert not re.search(r'File ".*segkit/', output), output[-3000:]  # no traceback from segkit itself
+
+
+@pytest.mark.slow
+def test_resume_from_two_processes_on_one(tmp_path: Path):
+    """A checkpoint of 2 processes x batch 2 resumed on one process: refused with batch 2 (the steps
+    would count other samples), exact in global samples with batch 4."""
+    recipe = write_recipe(tmp_path, data={"synthetic_samples": 24},
+                          train={"max_steps": 4, "checkpoint_every": 1, "eval_every": 0, "batch_size": 2,
+                                 "tracker": "none", "num_overlays": 0, "keep_last": 10})
+    out = tmp_path / "out"
+    proc = launch(LAUNCH + ["train", str(recipe), "--output-dir", str(out), "--set", "train.max_steps=2"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = json.loads((out / "checkpoints" / "step-0000002" / "trainer_state.json").read_text())
+    assert (saved["world_size"], saved["batches_in_epoch"], saved["samples_in_epoch"]) == (2, 2, 8)
+
+    refused = launch(ONE + ["train", str(recipe), "--output-dir", str(out), "--resume"])
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "--set train.batch_size=4" in refused.stdout + refused.stderr
+
+    resumed = launch(ONE + ["train", str(recipe), "--output-dir", str(out), "--resume", "--set", "train.batch_size=4"])
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed on 1 process(es) from 2: 8 samples into epoch 0" in resumed.stdout
+    state = json.loads((out / "checkpoints" / "step-0000003" / "trainer_state.json").read_text())
+    layout = (state["world_size"], state["batch_size"], state["batches_in_epoch"], state["samples_in_epoch"])
+    assert layout == (1, 4, 3, 12)

@@ -45,6 +45,16 @@ class TrainerState:
     """Training samples skipped as unreadable so far (RUN/skipped.csv lists them)."""
     samples_read: int = 0
     """Training samples drawn so far, skipped ones included: the base of `data.max_skipped` as a share."""
+    world_size: int = 1
+    """Processes that trained."""
+    batch_size: int = 0
+    """Images per process per forward pass (`train.batch_size`); 0 in checkpoints written before
+    the layout was recorded."""
+    grad_accum: int = 1
+    samples_in_epoch: int = 0
+    """The global position: samples of `epoch` consumed by all processes together
+    (batches_in_epoch x batch_size x world_size). Resuming on another number of processes
+    continues from it (`fit_to_layout`)."""
     labels: dict[str, Any] = field(default_factory=dict)
     """A record of the label set the weights were trained for (the class selection owns it); resuming
     with another one is refused."""
@@ -75,6 +85,7 @@ def save_checkpoint(accelerator: Accelerator, final: Path, state: TrainerState) 
         accelerator.save_state(str(tmp), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            state.samples_in_epoch = state.batches_in_epoch * state.batch_size * state.world_size
             write_json(tmp / STATE_FILE, asdict(state))
             _fsync_dir(tmp)
             replace_dir(tmp, final)  # the atomic step: a checkpoint exists only once it is complete
@@ -120,6 +131,44 @@ def load_checkpoint(accelerator: Accelerator, path: Path, labels: LabelSet) -> T
         check_same_labels(LabelSet.from_dict(state.labels), labels, f"Checkpoint {path}")
     accelerator.load_state(str(path))
     return state
+
+
+def fit_to_layout(state: TrainerState, path: Path, world_size: int, batch_size: int, grad_accum: int) -> str | None:
+    """Continue a checkpoint on `world_size` processes, exactly in global samples.
+
+    accelerate deals each process every world_size-th batch of one seeded order, so the samples
+    consumed so far are a prefix of that order; the same prefix is whole batches on the new layout
+    when the images per optimizer step (batch x processes x accumulation) are unchanged, and the
+    steps, the schedule and the epochs then count the same. Otherwise the resume is refused with
+    the settings that make it exact. Returns a line for the log when the layout changed.
+    """
+    if not state.batch_size:  # written before the layout was recorded: only the same layout is safe
+        state.batch_size, state.world_size, state.grad_accum = batch_size, world_size, grad_accum
+        return None
+    if (state.world_size, state.batch_size, state.grad_accum) == (world_size, batch_size, grad_accum):
+        return None
+    saved = state.batch_size * state.world_size * state.grad_accum
+    now = batch_size * world_size * grad_accum
+    samples = state.batches_in_epoch * state.batch_size * state.world_size
+    if saved != now or samples % (batch_size * world_size):
+        ways = [f"`accelerate launch --num_processes {state.world_size}` and train.batch_size={state.batch_size}"]
+        for accum in range(1, saved + 1):
+            if saved % (world_size * accum) == 0 and samples % (saved // (world_size * accum) * world_size) == 0:
+                ways.append(f"--set train.batch_size={saved // (world_size * accum)} --set train.grad_accum={accum}")
+                break
+        raise CheckpointError(
+            f"Checkpoint {path} was trained on {state.world_size} process(es) x batch {state.batch_size} x "
+            f"accumulation {state.grad_accum} = {saved} images per step; this run has {world_size} x {batch_size} x "
+            f"{grad_accum} = {now}. Resuming exactly needs the same images per step: resume with "
+            + " or with ".join(ways) + ".")
+    note = (f"resumed on {world_size} process(es) from {state.world_size}: {samples} samples into epoch "
+            f"{state.epoch}, {saved} images per step as before")
+    if world_size > state.world_size:
+        note += (f"; processes {state.world_size}..{world_size - 1} start from fresh random states "
+                 "(data order and augmentation are seeded, dropout is not)")
+    state.batches_in_epoch = samples // (batch_size * world_size)
+    state.batch_size, state.world_size, state.grad_accum = batch_size, world_size, grad_accum
+    return note
 
 
 def prune(root: Path, keep_last: int, best: Path) -> None:

@@ -22,8 +22,8 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from segkit.train.checkpoint import (TrainerState, checkpoint_dirs, load_checkpoint, prune, resolve_resume,
-                                     save_checkpoint)
+from segkit.train.checkpoint import (TrainerState, checkpoint_dirs, fit_to_layout, load_checkpoint, prune,
+                                     resolve_resume, save_checkpoint)
 from segkit.train.guard import RunStopped, StepGuard, all_finite, halt_message, step_if_finite, what_is_kept
 from segkit.train.lost_workers import lost_worker_message, worker_was_killed
 from segkit.train.space import dir_bytes, free_bytes, human, not_enough_space, tensor_bytes, write_failed
@@ -142,6 +142,10 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     if ckpt is not None:
         state = load_checkpoint(accelerator, ckpt, data.labels)
         log.info("resumed from %s at step %d", ckpt, state.step)
+        if (moved := fit_to_layout(state, ckpt, accelerator.num_processes, cfg.batch_size, cfg.grad_accum)) and \
+                accelerator.is_main_process:
+            print(f"  resume   {moved}", flush=True)
+    state.world_size, state.batch_size, state.grad_accum = accelerator.num_processes, cfg.batch_size, cfg.grad_accum
     if cfg.tracker != "none":
         accelerator.init_trackers("logs", config=_flat_config(recipe))
     at_start = cfg.eval_at_start if cfg.eval_at_start is not None else carried

@@ -8,6 +8,7 @@ any repo id, saved datasets), `folder.py` (images + masks on disk) and `syntheti
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -112,8 +113,13 @@ def hold_out_val(splits: dict[str, Split], fraction: float, seed: int) -> dict[s
 
 
 def unlabeled_ids(names: dict[int, str]) -> list[int]:
-    """Ids whose name says "not annotated" (unlabeled, void, other, ...)."""
-    return [i for i, n in names.items() if n.strip().lower().replace("-", "").replace("_", "") in UNLABELED_NAMES]
+    """Ids whose name says "not annotated" (unlabeled, void, other, ...), alone or as the group of
+    a "group-name" class: sidewalk's void-ground, void-dynamic, void-static and void-unclear are
+    ignored, as Cityscapes ignores its void group (they are what the annotators left unresolved)."""
+    def says_unlabeled(name: str) -> bool:
+        text = name.strip().lower()
+        return text.replace("-", "").replace("_", "") in UNLABELED_NAMES or re.split(r"[-_]", text, maxsplit=1)[0] in UNLABELED_NAMES
+    return [i for i, n in names.items() if says_unlabeled(n)]
 
 
 def class_names_for(given: list[str] | str | None, fallback: Callable[[], dict[int, str] | None],

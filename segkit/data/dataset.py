@@ -142,10 +142,12 @@ def train_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Training crops share one size: stack them. Unreadable samples are left out and passed on
     as `skipped` [(index, reason)]; a batch of only those has no tensors."""
     good = [it for it in items if "skipped" not in it]
-    batch: dict[str, Any] = {"skipped": [(int(it["index"]), it["skipped"]) for it in items if "skipped" in it]}
-    if good:
+    batch: dict[str, Any] = {}
+    if good:  # tensors first: accelerate finds the batch size from the first entry
         batch["pixel_values"] = torch.stack([it["pixel_values"] for it in good])
         batch["labels"] = torch.stack([it["labels"] for it in good])
+    if len(good) < len(items):
+        batch["skipped"] = [(int(it["index"]), it["skipped"]) for it in items if "skipped" in it]
     return batch
 
 

@@ -84,10 +84,10 @@ def test_sidewalk_preset_reads_the_repo_id2label(fake_hub):
     source = load_source(DataConfig(format="sidewalk"))
     assert source.class_names == SIDEWALK_ID2LABEL
     assert source.class_names[21] == "construction-fenceguardrail"
-    assert source.ignore_ids == [0]
+    assert source.ignore_ids == [0, 31, 32, 33, 34]  # unlabeled and void-*, ignored as Cityscapes ignores void
     assert len(source.splits["train"]) + len(source.splits["val"]) == 6
     selection = select_classes(source, ClassesConfig(select=["person", "car", "bicycle", "traffic sign"]))
-    assert selection.source_ids == {"background": [i for i in range(1, 35) if i not in (8, 10, 15, 26)],
+    assert selection.source_ids == {"background": [i for i in range(1, 31) if i not in (8, 10, 15, 26)],
                                     "person": [8], "car": [10], "bicycle": [15], "traffic sign": [26]}
 
 

@@ -93,7 +93,7 @@ def test_scores_are_transformers_post_processed_scores(exported):
     import transformers
     from transformers import AutoImageProcessor
 
-    from segkit.infer.segment import eval_transform, scores_for
+    from segkit.infer.scores import eval_transform, scores_for
     from segkit.models import load_model
 
     family, _, export = exported

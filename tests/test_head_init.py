@@ -84,7 +84,7 @@ def grouped_agreement(old, new, groups: list[list[int]], images: torch.Tensor) -
 
 
 def test_each_family_starts_from_the_checkpoint_rows(checkpoint, tmp_path: Path):
-    from segkit.infer.segment import eval_transform
+    from segkit.infer.scores import eval_transform
     from segkit.models.head_init import install
 
     family, head, folder = checkpoint

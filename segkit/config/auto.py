@@ -1,6 +1,7 @@
 """The `auto` recipe settings: values that depend on the rest of the recipe (today: rare-class
 handling, which is worth having whenever `classes.others` is `background`). They are resolved once,
-when a recipe is loaded or first used, so the saved recipe holds plain values.
+when a `Recipe` is made (its `__post_init__`), so everything downstream and the saved recipe see
+plain values.
 """
 
 from __future__ import annotations
@@ -15,16 +16,9 @@ RARE_CLASS_DEFAULTS = {"augment.cat_max_ratio": (0.75, 1.0), "loss.class_weights
 """The `auto` settings: (value when others become background, value otherwise)."""
 
 
-def resolve_auto(recipe: Recipe) -> None:
-    """Turn `auto` settings into values; the saved recipe holds the values. What was turned on and
-    why goes to `recipe.auto_note`, for the training banner. A no-op on a resolved recipe, so every
-    entry point may call it (load_recipe, build_data, train)."""
-    note = _resolve(recipe)
-    if note or not hasattr(recipe, "auto_note"):
-        recipe.auto_note = note  # type: ignore[attr-defined]  # not a setting: never saved
-
-
-def _resolve(recipe: Recipe) -> str | None:
+def resolve_auto(recipe: Recipe) -> str | None:
+    """Turn `auto` settings into values, and say what was turned on and why (`Recipe.auto_note`).
+    Called once, by `Recipe.__post_init__`."""
     on = recipe.classes.others == "background"
     chosen = []
     for key, (if_background, otherwise) in RARE_CLASS_DEFAULTS.items():
@@ -48,5 +42,5 @@ def resolved(value: Any, key: str) -> Any:
     recipe): only the whole recipe knows whether other classes become background."""
     if value == "auto":
         raise ValueError(f"{key}: 'auto' is resolved from the whole recipe (segkit.config.auto.resolve_auto, run by "
-                         f"load_recipe); when building this section by hand, give a value.")
+                         f"made with the Recipe); when building this section by hand, give a value.")
     return value

@@ -64,7 +64,7 @@ def build_section(cls: type, values: Any, prefix: str, errors: list[str]) -> Any
         errors.append(f"{prefix or 'recipe'}: expected a mapping of settings, got {values!r}")
         return cls()
     hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
+    known = [f.name for f in dataclasses.fields(cls) if f.init]  # init=False fields are derived
     kwargs = {}
     dot = f"{prefix}." if prefix else ""
     for key, value in values.items():

@@ -16,10 +16,9 @@ import yaml
 
 from segkit.config.auto import resolve_auto
 from segkit.config.fields import build_section
+from segkit.models.registry import FAMILIES, unknown_family
 from segkit.run_folder import write_text
 
-MODEL_FAMILIES = ("segformer", "maskformer", "mask2former", "vit")
-"""The model families; `segkit.models.FAMILIES` maps each name to its class."""
 CLASS_WEIGHT_KINDS = ("inverse", "sqrt_inverse", "enet")
 """Computed class weights (`loss.class_weights`); `segkit.train.losses.class_weights` defines each."""
 
@@ -177,7 +176,7 @@ class InputSpec:
 @dataclass
 class ModelConfig:
     family: str = "segformer"
-    """One of segformer, maskformer, mask2former, vit."""
+    """One of the families in `segkit.models.registry`: segformer, maskformer, mask2former, vit."""
     checkpoint: str | None = None
     """Hub id or local folder of pretrained weights. Exclusive with `size`."""
     size: str | None = None
@@ -251,8 +250,10 @@ class TrainConfig:
     """Decay after warmup."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 turns clipping off."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """`auto` picks bf16 on GPUs that have it, else no. fp16 needs a GPU."""
+    mixed_precision: Literal["auto", "no", "fp32", "bf16", "fp16"] = "auto"
+    """`auto`: bf16 on GPUs that have it, else fp16; on a CPU with native bf16, whichever of fp32 and
+    bf16 runs this model's step measurably faster (timed at start-up, cached; segkit.precision);
+    fp32 on other CPUs. `no` and `fp32` are the same. fp16 needs a GPU."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
     eval_at_start: bool | None = None
@@ -294,9 +295,16 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    auto_note: str | None = field(default=None, init=False, compare=False)
+    """What the `auto` settings became and why, for the training banner: derived once, when the
+    recipe is made (segkit.config.auto), whether from YAML or in Python; never read or saved."""
+
+    def __post_init__(self) -> None:
+        self.auto_note = resolve_auto(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) if dataclasses.is_dataclass(getattr(self, f.name))
+                else getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
 
 def _check_ranges(r: Recipe, errors: list[str]) -> None:
@@ -333,7 +341,7 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     need(0 <= a.rotate <= 180, "augment.rotate: degrees in 0..180")
     need(0 <= a.color_jitter <= 1, "augment.color_jitter: strength in 0..1")
     need(0 < a.cat_max_ratio <= 1, "augment.cat_max_ratio: a share in (0, 1]; 1 turns it off")
-    need(m.family in MODEL_FAMILIES, f"model.family: '{m.family}' is unknown. Choose one of: {', '.join(MODEL_FAMILIES)}")
+    need(m.family in FAMILIES, unknown_family(m.family))
     need(not (m.checkpoint and m.size), "model: set either model.checkpoint (pretrained) or model.size (random weights), not both")
     need(0 <= d.val_fraction < 1, "data.val_fraction: a share in [0, 1)")
     need(d.format != "synthetic" or d.synthetic_samples >= 1, "data.synthetic_samples: must be >= 1")
@@ -351,8 +359,7 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
 def recipe_from_dict(values: dict[str, Any]) -> Recipe:
     """Build and validate a recipe; raise one RecipeError listing every problem."""
     errors: list[str] = []
-    recipe = build_section(Recipe, values or {}, "", errors)
-    resolve_auto(recipe)
+    recipe = build_section(Recipe, values or {}, "", errors)  # auto settings resolve as it is made
     _check_ranges(recipe, errors)  # fields with a type error were left at their defaults, which pass
     if errors:
         raise RecipeError("Recipe has problems:\n  - " + "\n  - ".join(errors))

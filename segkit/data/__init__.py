@@ -7,7 +7,7 @@ training ids, 255 = ignored) -> `stats.py` (class statistics, cached) -> `augmen
 (items, collate, `build_data`) -> `loaders.py`. `segkit inspect` (`audit.py`) checks it all.
 """
 
-from segkit.data.augment import CatMaxRatioCrop, EvalTransform, build_transforms, worker_init_fn
+from segkit.data.augment import CatMaxRatioCrop, EvalTransform, build_transforms
 from segkit.data.classes import Selection, select_classes
 from segkit.data.dataset import (
     DataBundle,
@@ -20,6 +20,7 @@ from segkit.data.dataset import (
 from segkit.data.errors import DataError
 from segkit.data.source import Source
 from segkit.data.sources.hub import load_source
+from segkit.data.sampling import worker_init_fn
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
 from segkit.data.sources.synthetic import make_synthetic
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from segkit.config.recipe import Recipe
@@ -22,10 +22,17 @@ from segkit.data.classes import Selection, describe, select_classes
 from segkit.data.dataset import STREAM_STATS_ROWS, capped_rows
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
-from segkit.data.source import Source
+from segkit.data.source import SPLITS, Source
 from segkit.data.sources.hub import load_source
-from segkit.data.stats import ClassStats, StatsCounter, cache_dir, stats_key, store_stats
-from segkit.labels import IGNORE_INDEX, LabelSet
+from segkit.data.stats import (
+    ClassStats,
+    StatsCounter,
+    cache_dir,
+    stats_key,
+    store_stats,
+)
+from segkit.evaluation.overlays import draw_text, font, legend
+from segkit.labels import LabelSet
 
 GRID_SAMPLES, GRID_COLUMNS, CELL, PAD, CAPTION = 8, 2, 192, 6, 16
 """samples.png layout: up to 8 samples, 2 per row, each an image and its mask in CELL-pixel squares."""
@@ -147,7 +154,7 @@ def inspect_recipe(recipe: Recipe, output_dir: Path) -> AuditReport:
     report.fatal += [f"export: {f}" for f in source.faults]  # annotation exports: found while rasterising
     report.warnings += [f"export: {w}" for w in source.warnings]
     shown: list = []
-    for name in (s for s in ("train", "val", "test") if s in source.splits):
+    for name in (s for s in SPLITS if s in source.splits):
         rows = _rows(source, name, recipe)
         n = len(rows) if isinstance(rows, datasets.Dataset) else GRID_SAMPLES
         grid = set(np.linspace(0, n - 1, min(GRID_SAMPLES, n)).round().astype(int).tolist()) if not shown else set()
@@ -165,38 +172,26 @@ def inspect_recipe(recipe: Recipe, output_dir: Path) -> AuditReport:
 
 
 def render_samples(shown: list[tuple[str, tuple[Image.Image, Image.Image]]], labels: LabelSet, path: Path) -> Path:
-    """Image | coloured mask tiles, GRID_COLUMNS per row, then a legend of class colours."""
-    font = _font()
+    """Image | coloured mask tiles, GRID_COLUMNS per row, then a legend of class colours (the
+    overlays' own, with the ignored value's swatch)."""
+    face = font(12)
     colours = np.zeros((256, 3), dtype=np.uint8)  # 255 (ignored) and anything unnamed: black
     colours[: labels.num_classes] = np.asarray(labels.palette, dtype=np.uint8)
     tile_w, tile_h = 2 * CELL + PAD, CELL + CAPTION + PAD
     width = GRID_COLUMNS * tile_w + PAD
-    legend = [(n, tuple(c)) for n, c in zip(labels.names, labels.palette)] + [(f"ignored ({IGNORE_INDEX})", (0, 0, 0))]
-    per_row = max(1, width // 170)
-    legend_h = ((len(legend) + per_row - 1) // per_row) * 18 + PAD
+    key = legend(labels, max_width=width, font_size=12, ignored=True)
     rows = (len(shown) + GRID_COLUMNS - 1) // GRID_COLUMNS
-    canvas = Image.new("RGB", (width, PAD + rows * tile_h + legend_h), (255, 255, 255))
+    canvas = Image.new("RGB", (width, PAD + rows * tile_h + key.height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for k, (caption, (image, mask)) in enumerate(shown):
         x, y = PAD + (k % GRID_COLUMNS) * tile_w, PAD + (k // GRID_COLUMNS) * tile_h
-        draw.text((x, y), caption[:48], fill=(0, 0, 0), font=font)
+        draw_text(draw, (x, y), caption[:48], (0, 0, 0), face)
         canvas.paste(image, (x, y + CAPTION))
         canvas.paste(Image.fromarray(colours[np.asarray(mask)]), (x + CELL + PAD // 2, y + CAPTION))
-    top = PAD + rows * tile_h
-    for k, (name, colour) in enumerate(legend):
-        x, y = PAD + (k % per_row) * 170, top + (k // per_row) * 18
-        draw.rectangle([x, y + 2, x + 12, y + 14], fill=colour, outline=(0, 0, 0))
-        draw.text((x + 18, y + 2), name[:22], fill=(0, 0, 0), font=font)
+    canvas.paste(key, (0, PAD + rows * tile_h))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
-
-
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=12)
-    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
 
 
 def format_report(report: AuditReport) -> str:

@@ -5,20 +5,18 @@ Training: random rescale -> pad (image 0, mask 255) -> random crop (optionally r
 class dominates it, `CatMaxRatioCrop`) -> flip -> optional rotate -> optional colour jitter ->
 normalise. Evaluation (`EvalTransform`) resizes or pads the IMAGE only, exactly as the image
 processor saved with the model does: labels are never resized for scoring; predictions are
-brought to the label's size instead (`segkit.infer.segment`).
+brought to the label's size instead (`segkit.infer.scores`).
 
 Masks always use nearest-neighbour interpolation: any other mode invents label values between
 neighbouring ids (STACK-NOTES measured 133 of them).
 
-albumentations has its own RNG that global seeds do not reach, and with one fixed seed every
-DataLoader worker repeats the same crops. `SegmentationDataset.reseed` reseeds the pipeline;
-`worker_init_fn` calls it once per worker with that worker's torch seed.
+albumentations has its own RNG that global seeds do not reach: `reseed_transform` gives a pipeline
+its seed. Which seed, and when, is decided in one place, `segkit.data.sampling`.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from typing import Any, Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check at import
@@ -43,7 +41,7 @@ cv2.setNumThreads(1)
 
 PAD_DIVISOR = 32
 """`eval_mode: pad` pads images to a multiple of this: the strides of the convolutional and Swin
-encoders divide it (patch models pad further to their patch, in `segkit.infer.segment`)."""
+encoders divide it (patch models pad further to their patch, in `segkit.infer.scores`)."""
 
 
 def build_transforms(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float], train: bool,
@@ -79,11 +77,14 @@ class EvalTransform:
         return pixels
 
 
-def eval_processor(spec: InputSpec, mean: Sequence[float], std: Sequence[float]) -> Any:
-    """The image processor for data without a model yet (`segkit inspect`, tests): SegFormer's
-    Pil processor does exactly resize -> rescale -> normalise, like every family's."""
+def eval_processor(spec: InputSpec | None, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """SegFormer's Pil processor, which does exactly resize -> rescale -> normalise like every
+    family's: the evaluation processor for data without a model yet (`segkit inspect`, tests), and
+    the processor of the vit family. Without `spec`, SegFormer's own defaults (resize to 512)."""
     from transformers import SegformerImageProcessorPil  # transformers is slow to import; only here
 
+    if spec is None:
+        return SegformerImageProcessorPil(image_mean=list(mean), image_std=list(std), do_reduce_labels=False)
     size = {"height": spec.size[0], "width": spec.size[1]} if spec.size else None
     return SegformerImageProcessorPil(do_resize=spec.mode == "resize", image_mean=list(mean), image_std=list(std),
                                       do_reduce_labels=False, **({"size": size} if size else {}))
@@ -119,24 +120,6 @@ def reseed_transform(transform: A.Compose | None, seed: int) -> None:
     """Give a pipeline a new seed; albumentations ignores numpy's and torch's global seeds."""
     if transform is not None:
         transform.set_random_seed(int(seed) % 2**31)
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader hook: a different augmentation stream per worker (and per epoch).
-
-    torch gives each worker its own `initial_seed()` (base seed + worker id, with a fresh base seed
-    every epoch); that seed is passed to the dataset's `reseed`, found by unwrapping `.dataset`
-    attributes (Subset and similar wrappers).
-    """
-    seed = torch.initial_seed() % 2**31
-    random.seed(seed)
-    np.random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset if info is not None else None
-    while dataset is not None and not hasattr(dataset, "reseed"):
-        dataset = getattr(dataset, "dataset", None)
-    if dataset is not None:
-        dataset.reseed(seed)
 
 
 class CatMaxRatioCrop(BaseCrop):

@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 from segkit.config.recipe import Recipe
-from segkit.config.auto import resolve_auto
 from segkit.data.augment import EvalTransform, build_transforms, reseed_transform
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
@@ -65,7 +64,7 @@ def _item(image: Image.Image, labels: np.ndarray, transform: Any, train: bool, i
     if train:
         out = transform(image=np.asarray(image), mask=labels)
         return {"pixel_values": out["image"].float(), "labels": out["mask"].long(), "index": index}
-    # the label is not resized: scoring happens at its own size (segkit.infer.segment)
+    # the label is not resized: scoring happens at its own size (segkit.infer.scores)
     return {"pixel_values": transform(image), "labels": torch.from_numpy(labels).long(), "index": index}
 
 
@@ -153,7 +152,7 @@ def train_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def eval_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Lists, not stacked tensors: evaluation images keep their own sizes, and padding them to a
-    common one would change the scores (`segkit.infer.segment` batches same-shaped inputs itself)."""
+    common one would change the scores (`segkit.infer.scores` batches same-shaped inputs itself)."""
     return {"pixel_values": [it["pixel_values"] for it in items], "labels": [it["labels"] for it in items],
             "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
 
@@ -216,10 +215,9 @@ def build_data(recipe: Recipe, mean: Sequence[float], std: Sequence[float], *, s
                selection: Selection | None = None, eval_transform: EvalTransform | None = None) -> DataBundle:
     """Source -> selection -> datasets with transforms; `source`/`selection` may be passed in if built.
 
-    `eval_transform` is the model's (`segkit.infer.segment.eval_transform`); without a model, the one a
+    `eval_transform` is the model's (`segkit.infer.scores.eval_transform`); without a model, the one a
     model with these mean/std and the recipe's eval settings would have.
     """
-    resolve_auto(recipe)  # a recipe built in Python has not been through load_recipe; a no-op otherwise
     source = source or load_source(recipe.data)
     selection = selection or select_classes(source, recipe.classes)
     aug, seed = recipe.augment, recipe.train.seed

@@ -43,9 +43,18 @@ def undecoded(ds: datasets.Dataset | datasets.IterableDataset) -> datasets.Datas
     return ds
 
 
-def open_image(value: Any, where: str) -> Image.Image:
-    """Open and fully decode a file, so truncated files fail here and not deep inside a worker."""
+MAX_PIXELS = 1_000_000_000
+"""Pillow refuses images above 179 M pixels as decompression bombs; aerial and slide images are
+larger than that, and these are the user's own files. segkit reads up to a billion pixels."""
+
+
+def open_image(value: Any, where: str, decode: bool = True) -> Image.Image:
+    """Open and (unless `decode` is False: the header alone) fully decode a file, so truncated
+    files fail here and not deep inside a worker. Every failure is a DataError naming `where`."""
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
     try:
+        if isinstance(value, (str, Path)) and Path(value).is_file() and Path(value).stat().st_size == 0:
+            raise DataError(f"{where}: empty file (0 bytes). Re-export or remove it.")
         if isinstance(value, Image.Image):
             img = value
         elif isinstance(value, dict) and value.get("bytes"):
@@ -56,7 +65,8 @@ def open_image(value: Any, where: str) -> Image.Image:
             img = Image.open(value)
         else:
             raise DataError(f"{where}: the row holds no image data ({type(value).__name__}).")
-        img.load()
+        if decode:
+            img.load()
         return img
     except DataError:
         raise
@@ -99,8 +109,15 @@ def _convert_rgb(img: Image.Image) -> Image.Image:
 
 
 def read_image(value: Any, where: str) -> Image.Image:
-    """A row's picture as an upright 8-bit RGB PIL image."""
-    return _convert_rgb(_upright(open_image(value, where)))
+    """A row's picture (or a file's) as an upright 8-bit RGB PIL image: CMYK, 16-bit, RGBA,
+    palette and EXIF-rotated pictures included; a DataError saying why not otherwise."""
+    return to_rgb(open_image(value, where))
+
+
+def image_size(path: Path, where: str) -> tuple[int, int]:
+    """(height, width) from the file's header alone (EXIF rotation does not change the area)."""
+    with open_image(path, where, decode=False) as img:
+        return img.height, img.width
 
 
 def read_label(value: Any, where: str, palette: list[tuple[int, int, int]] | None = None) -> np.ndarray:

@@ -16,9 +16,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from segkit.config.recipe import TrainConfig
 from segkit.config.auto import resolved
-from segkit.data.augment import worker_init_fn
 from segkit.data.dataset import DataBundle, eval_collate, train_collate
-from segkit.data.sampling import EpochSeededItems, EpochShuffle, RareClassSampler, image_weights
+from segkit.data.sampling import EpochSeededItems, EpochShuffle, RareClassSampler, image_weights, worker_init_fn
 
 
 def quiet_worker(_: int) -> None:

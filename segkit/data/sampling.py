@@ -10,10 +10,12 @@ every time it is drawn. Every draw here seeds itself with `mix_seed`.
   classes more often. Use when a class appears in only a few images, so that uniform epochs show it
   too rarely for the model to learn it, whatever the loss.
 - `EpochSeededItems`: reseeds the augmentation of every item.
+- `worker_init_fn`: a stream has no item index, so each worker reseeds once from its torch seed.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any, Iterator, Literal, Protocol
 
 import numpy as np
@@ -151,3 +153,21 @@ class EpochSeededItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         self.dataset.reseed(mix_seed(self.seed, self.epoch, index) % 2**31)
         return self.dataset[index]
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader hook: a different augmentation stream per worker (and per epoch).
+
+    torch gives each worker its own `initial_seed()` (base seed + worker id, with a fresh base seed
+    every epoch); that seed is passed to the dataset's `reseed`, found by unwrapping `.dataset`
+    attributes (Subset and similar wrappers).
+    """
+    seed = torch.initial_seed() % 2**31
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    while dataset is not None and not hasattr(dataset, "reseed"):
+        dataset = getattr(dataset, "dataset", None)
+    if dataset is not None:
+        dataset.reseed(seed)

@@ -19,7 +19,9 @@ import yaml
 from segkit.data.errors import DataError
 
 Split = datasets.Dataset | datasets.IterableDataset
-SPLIT_ALIASES = {"train": ("train", "training"), "val": ("validation", "val", "valid"), "test": ("test", "testing")}
+SPLITS = ("train", "val", "test")
+"""segkit's split names, in the order they are used."""
+SPLIT_ALIASES = dict(zip(SPLITS, (("train", "training"), ("validation", "val", "valid"), ("test", "testing"))))
 """segkit split name -> source split names it is found under, in order of preference."""
 IMAGE_COLUMNS = ("image", "pixel_values", "img")
 LABEL_COLUMNS = ("annotation", "label", "mask", "segmentation", "semantic", "semantic_segmentation")

@@ -30,12 +30,26 @@ INK, PAPER = (20, 20, 20), (255, 255, 255)  # the confusion plot is dark on whit
 
 
 @lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's own font at `size` px; the fixed bitmap font where Pillow was built without FreeType."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
 
 
-def _text_size(text: str, font) -> tuple[int, int]:
-    left, top, right, bottom = font.getbbox(text)
+def draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill: tuple, face,
+              anchor: str = "lt") -> None:
+    """`text` placed by `anchor` (horizontal l/m/r, vertical t/m), computed here from its box: the
+    bitmap fallback font takes no anchors of its own."""
+    w, h = _text_size(text, face)
+    dx = {"l": 0, "m": w / 2, "r": w}[anchor[0]]
+    dy = {"t": 0, "m": h / 2}[anchor[1]]
+    draw.text((xy[0] - dx, xy[1] - dy), text, fill=fill, font=face)
+
+
+def _text_size(text: str, face) -> tuple[int, int]:
+    left, top, right, bottom = face.getbbox(text)
     return int(right - min(left, 0)), int(bottom - min(top, 0))
 
 
@@ -120,43 +134,46 @@ def legend(
     present: Iterable[int] | None = None,
     max_width: int | None = None,
     font_size: int = 14,
+    ignored: bool = False,
 ) -> Image.Image:
-    """Rows of colour swatch + class name, for `present` ids (all classes when None).
+    """Rows of colour swatch + class name, for `present` ids (all classes when None), and a black
+    "ignored (255)" swatch when `ignored`.
 
     With `max_width`, entries flow left to right and wrap, which makes a strip to put under a
     panel; without it they stack in one column.
     """
-    font = _font(font_size)
+    face = font(font_size)
     sw = font_size + 2  # swatch side
     pad = 6
-    items = _legend_items(labels, present)
+    items = [(labels.names[i], tuple(labels.palette[i])) for i in _legend_items(labels, present)]
+    items += [(f"ignored ({labels.ignore_index})", (0, 0, 0))] if ignored else []
     if not items:
         text = "no chosen class present"
-        w, h = _text_size(text, font)
+        w, h = _text_size(text, face)
         img = Image.new("RGB", (max(max_width or 0, w + 2 * pad), h + 2 * pad), BAND)
-        ImageDraw.Draw(img).text((pad, pad), text, fill=TEXT, font=font)
+        draw_text(ImageDraw.Draw(img), (pad, pad), text, TEXT, face)
         return img
 
     row_h = sw + pad
-    positions, x, y = [], pad, pad  # (id, x, y) of each swatch's top-left corner
+    positions, x, y = [], pad, pad  # (name, colour, x, y) of each swatch's top-left corner
     right = 0
-    for i in items:
-        cell_w = sw + pad + _text_size(labels.names[i], font)[0]
+    for name, colour in items:
+        cell_w = sw + pad + _text_size(name, face)[0]
         if max_width is None:  # one column
-            positions.append((i, pad, y))
+            positions.append((name, colour, pad, y))
             y += row_h
         else:  # flow, wrapping before an entry that would cross max_width
             if x > pad and x + cell_w + pad > max_width:
                 x, y = pad, y + row_h
-            positions.append((i, x, y))
+            positions.append((name, colour, x, y))
             x += cell_w + 2 * pad
-        right = max(right, positions[-1][1] + cell_w + pad)
-    height = positions[-1][2] + row_h
+        right = max(right, positions[-1][2] + cell_w + pad)
+    height = positions[-1][3] + row_h
     img = Image.new("RGB", (max(right, max_width or 0), height), BAND)
     draw = ImageDraw.Draw(img)
-    for i, x, y in positions:
-        draw.rectangle([x, y, x + sw - 1, y + sw - 1], fill=labels.palette[i], outline=SWATCH_BORDER)
-        draw.text((x + sw + pad, y + sw // 2), labels.names[i], fill=TEXT, font=font, anchor="lm")
+    for name, colour, x, y in positions:
+        draw.rectangle([x, y, x + sw - 1, y + sw - 1], fill=colour, outline=SWATCH_BORDER)
+        draw_text(draw, (x + sw + pad, y + sw // 2), name, TEXT, face, anchor="lm")
     return img
 
 
@@ -176,10 +193,10 @@ def _header(
     text: str, width: int, font_size: int, fill: tuple = TEXT, background: tuple = BAND
 ) -> Image.Image:
     """A band as wide as `width` with `text` centred on it."""
-    font = _font(font_size)
-    h = _text_size("Ag", font)[1] + 8
+    face = font(font_size)
+    h = _text_size("Ag", face)[1] + 8
     band = Image.new("RGB", (width, h), background)
-    ImageDraw.Draw(band).text((width // 2, h // 2), text, fill=fill, font=font, anchor="mm")
+    draw_text(ImageDraw.Draw(band), (width // 2, h // 2), text, fill, face, anchor="mm")
     return band
 
 
@@ -303,7 +320,7 @@ def confusion_image(
 
     # Cells shrink as classes grow, so 30 classes still fit about 1000 px.
     cell = int(np.clip(1000 // c, 12, 44))
-    name_font = _font(max(9, min(14, cell - 2)))
+    name_font = font(max(9, min(14, cell - 2)))
     label_w = max(_text_size(n, name_font)[0] for n in labels.names) + 10
     axis = _header("prediction", c * cell, 14, INK, PAPER)  # axis title bands
     left = top = axis.height + label_w
@@ -313,15 +330,15 @@ def confusion_image(
     img.paste(_header("truth", c * cell, 14, INK, PAPER).rotate(90, expand=True), (0, top))
     draw = ImageDraw.Draw(img)
     for i, name in enumerate(labels.names):  # truth names, right-aligned against the grid
-        draw.text((left - 5, top + i * cell + cell // 2), name, fill=INK, font=name_font, anchor="rm")
+        draw_text(draw, (left - 5, top + i * cell + cell // 2), name, INK, name_font, anchor="rm")
     # Prediction names run upwards: draw them on a strip, then rotate it.
     strip = Image.new("RGB", (label_w, c * cell), PAPER)
     for j, name in enumerate(labels.names):
-        ImageDraw.Draw(strip).text((5, j * cell + cell // 2), name, fill=INK, font=name_font, anchor="lm")
+        draw_text(ImageDraw.Draw(strip), (5, j * cell + cell // 2), name, INK, name_font, anchor="lm")
     img.paste(strip.rotate(90, expand=True), (left, axis.height))
 
     if c <= 40:  # past that the cells are too small to read: colours only
-        font = _font(max(8, min(13, cell // 3)))
+        value_font = font(max(8, min(13, cell // 3)))
         for i in range(c):
             for j in range(c):
                 text = _cell_text(scaled[i, j], m[i, j], kind)
@@ -329,7 +346,7 @@ def confusion_image(
                     # White on dark cells, black on light ones, so every value reads.
                     fill = PAPER if np.nan_to_num(scaled[i, j]) > 0.5 else INK
                     xy = (left + j * cell + cell // 2, top + i * cell + cell // 2)
-                    draw.text(xy, text, fill=fill, font=font, anchor="mm")
+                    draw_text(draw, xy, text, fill, value_font, anchor="mm")
     if title:
         img = _stack([_header(title, img.width, 14, INK, PAPER), img])
     return img

@@ -24,17 +24,18 @@ from tqdm.auto import tqdm
 from segkit.config.recipe import Recipe
 from segkit.data import DataBundle, build_data
 from segkit.data.loaders import eval_loader
+from segkit.data.source import SPLITS
 from segkit.infer.scores import describe_tta, eval_transform
 from segkit.infer.segment import Job, segment
 from segkit.labels import LabelSet, check_same_labels
 from segkit.evaluation.metrics import ConfusionMatrix, ImageTally, compute_metrics
-from segkit.models import SegModel, load_model
+from segkit.models.base import SegModel
+from segkit.models.build import load_model
 from segkit.models.locate import looks_local
 from segkit.evaluation.html_report import write_html
 from segkit.evaluation.report import train_share, write_final_report
 from segkit.run_folder import Report, RunFolder
 
-SPLITS = ("train", "val", "test")
 
 
 @torch.no_grad()

@@ -1,86 +1,37 @@
-"""Model families behind one interface: `build_model` for training, `load_model` for a saved model.
+"""Model families behind one interface.
 
-Every family returns a `SegModel` whose `forward` gives `SegOutput(scores, loss)`; the rest of
-segkit reads only that (see base.py and outputs.py).
+registry.py (the one table of families) -> build.py (`build_model` for training, `load_model`
+for a saved model) -> base.py (`SegModel` in, `SegOutput` out: all the rest of segkit sees) ->
+hf.py (checkpoint plumbing), locate.py (Hub id or folder), head_init.py (a new head from the
+checkpoint's rows) -> one module per family: segformer.py, maskformer.py (+ Mask2Former),
+vit.py (UperNet) + vit_linear.py -> outputs.py (any family's output -> (B, C, h, w) scores).
+
+The public names below load on first use, so that the recipe can read the registry without
+importing the families.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
-
-import torch
-
-from segkit.config.recipe import MODEL_FAMILIES, InputSpec, LossConfig, ModelConfig
-from segkit.labels import LabelSet
-from segkit.models.base import ModelError, SegModel, SegOutput
-from segkit.models.hf import family_of
-from segkit.models.locate import resolve_model_dir
-from segkit.models.maskformer import Mask2FormerSeg, MaskFormerSeg
-from segkit.models.outputs import to_scores, upsample_scores
-from segkit.models.segformer import SegformerSeg
-from segkit.models.vit import ViTSeg
+from typing import Any
 
 __all__ = ["FAMILIES", "ModelError", "SegModel", "SegOutput", "build_model", "load_model", "to_scores",
            "upsample_scores"]
 
-log = logging.getLogger(__name__)
-
-FAMILIES: dict[str, type[SegModel]] = {cls.family: cls for cls in (SegformerSeg, MaskFormerSeg, Mask2FormerSeg, ViTSeg)}
-"""Family name -> SegModel class; each has `build(cfg, labels, loss, spec)` and `load(path)`."""
-assert tuple(FAMILIES) == MODEL_FAMILIES, "config.MODEL_FAMILIES and the family classes disagree"
-
-
-def _family(name: str | None) -> type[SegModel]:
-    if name not in FAMILIES:
-        raise ModelError(f"Unknown model family '{name}'. Choose one of: {', '.join(FAMILIES)}.")
-    return FAMILIES[name]
-
-
-def build_model(cfg: ModelConfig, labels: LabelSet, loss: LossConfig | None = None,
-                spec: InputSpec | None = None) -> SegModel:
-    """A model for `labels`: pretrained from `cfg.checkpoint`, or random weights at `cfg.size`.
-
-    The head always gets one output per class of `labels`: a checkpoint trained on other classes
-    (or more, or fewer) keeps its backbone and gets a fresh classifier. `spec` says how images are
-    fed outside training (`augment.eval_mode`); the saved image processor follows it.
-    """
-    family = _family(cfg.family)
-    if bool(cfg.checkpoint) == bool(cfg.size):
-        raise ModelError("Set exactly one of model.checkpoint (a Hub id or folder, e.g. "
-                         f"{family.default_checkpoint}) and model.size (random weights, e.g. tiny).")
-    model = family.build(cfg, labels, loss or LossConfig(), spec or InputSpec("none"))
-    _apply_switches(model, cfg)
-    model.freeze_never_used()  # several processes need a gradient for every trainable parameter
-    return model.train()
+_PUBLIC = {
+    "FAMILIES": "segkit.models.registry",
+    "ModelError": "segkit.models.base",
+    "SegModel": "segkit.models.base",
+    "SegOutput": "segkit.models.base",
+    "build_model": "segkit.models.build",
+    "load_model": "segkit.models.build",
+    "to_scores": "segkit.models.outputs",
+    "upsample_scores": "segkit.infer.scores",
+}
 
 
-def load_model(path: str | Path, revision: str | None = None, token: str | bool | None = None) -> SegModel:
-    """Reload a saved model, in eval mode: a folder written by `save_pretrained` or `segkit export`,
-    a run folder (its model/), or a Hub model id (with `revision`; the token comes from `token`,
-    HF_TOKEN or `hf auth login`). The family is read from its config.json; a plain transformers
-    folder of a known model type loads too."""
-    folder = resolve_model_dir(path, revision, token)
-    config_file = folder / "config.json"
-    config = json.loads(config_file.read_text())
-    name = family_of(config)
-    if name is None:
-        raise ModelError(f"{path}: model_type '{config.get('model_type')}' is not a segkit family "
-                         f"({', '.join(FAMILIES)}).")
-    return _family(name).load(folder).eval()
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'segkit.models' has no attribute '{name}'")
+    import importlib
 
-
-def _apply_switches(model: SegModel, cfg: ModelConfig) -> None:
-    """Memory/speed switches from the recipe, in the order that keeps them compatible."""
-    if cfg.freeze_backbone:
-        model.freeze_backbone()
-    if cfg.gradient_checkpointing and not model.enable_gradient_checkpointing():
-        log.warning("%s has no gradient checkpointing; model.gradient_checkpointing is ignored", model.family)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-        model.channels_last = True  # inputs are converted in forward, so the convs stay NHWC
-    if cfg.compile:
-        # In place (nn.Module.compile): the object stays a SegModel and its state_dict keys keep
-        # their names, so save_pretrained and load_model work unchanged.
-        model.compile()
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

@@ -40,7 +40,7 @@ class SegModel(nn.Module):
     default_checkpoint: str = ""
     """The Hub id recipes use by default; also the example in error messages."""
     has_own_loss: bool = False
-    """True when `forward(x, labels)` returns the loss to train on (the set-prediction losses of
+    """Each family sets it from `segkit.models.registry`. True when `forward(x, labels)` returns the loss to train on (the set-prediction losses of
     MaskFormer/Mask2Former). Otherwise the trainer applies segkit's pixel loss to `scores`."""
     classifier_name: str = ""
     """Dotted path of the final classifier (a Linear or 1x1 Conv with one row per class, plus

@@ -17,6 +17,8 @@ from segkit.hub.errors import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel
 from segkit.models.head_init import CarriedHead
+from segkit.models.locate import looks_local
+from segkit.models.registry import family_of
 
 log = logging.getLogger("segkit.models")
 
@@ -78,37 +80,10 @@ def enable_checkpointing(module: nn.Module) -> bool:
     return True
 
 
-MODEL_TYPE_FAMILY = {
-    "segformer": "segformer",
-    "maskformer": "maskformer",
-    "mask2former": "mask2former",
-    "vit": "vit",
-    "dinov2": "vit",
-    "dinov2_with_registers": "vit",
-    "segkit-vit": "vit",
-}
-"""config.model_type -> the segkit family that can load it."""
-VIT_BACKBONES = ("dinov2", "dinov2_with_registers")
-"""UperNet backbones the vit family builds and loads."""
-
-
-def family_of(config_dict: dict[str, Any]) -> str | None:
-    """The segkit family of a config.json: segkit's own record, else by model type (UperNet only on a
-    DINOv2 backbone: UperNet on ConvNeXt or Swin is no vit)."""
-    if config_dict.get("segkit_family"):
-        return config_dict["segkit_family"]
-    kind = config_dict.get("model_type", "")
-    if kind == "upernet":
-        backbone = (config_dict.get("backbone_config") or {}).get("model_type")
-        return "vit" if backbone in VIT_BACKBONES else None
-    return MODEL_TYPE_FAMILY.get(kind)
-
-
 def read_checkpoint_config(checkpoint: str, family: str, example: str) -> dict[str, Any]:
     """The config.json of a Hub id or local folder, checked to belong to `family`."""
     path = Path(checkpoint).expanduser()
-    looks_local = checkpoint.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not path.is_dir():
+    if looks_local(checkpoint) and not path.is_dir():
         raise ModelError(f"model.checkpoint '{checkpoint}' looks like a folder but does not exist. "
                          f"Fix the path, or give a Hub id such as {example}.")
     try:

@@ -25,6 +25,7 @@ from segkit.models.base import ModelError, SegOutput
 from segkit.models.hf import (HFSegModel, enable_checkpointing, head_note, load_for_labels, load_processor,
                               read_checkpoint_config)
 from segkit.models.outputs import to_scores
+from segkit.models.registry import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def semantic_to_targets(labels: torch.Tensor, num_classes: int) -> tuple[list[to
 class _QuerySeg(HFSegModel):
     """Shared by MaskFormer and Mask2Former; subclasses name the classes and config fields."""
 
-    has_own_loss = True
+    has_own_loss = True  # the set loss; each subclass reads its own from the registry
     classifier_name = "model.class_predictor"
     # The Swin backbones normalise each stage's output with their own `hidden_states_norms`; the
     # Swin model's final layernorm (MaskFormer's `model.layernorm`, Mask2Former's `swin.layernorm`)
@@ -201,7 +202,8 @@ class MaskFormerSeg(_QuerySeg):
     family = "maskformer"
     hf_class = MaskFormerForInstanceSegmentation
     processor_class = MaskFormerImageProcessorPil
-    default_checkpoint = "facebook/maskformer-swin-base-ade"
+    default_checkpoint = FAMILIES["maskformer"].default_checkpoint
+    has_own_loss = FAMILIES["maskformer"].has_own_loss
     loss_fields = {"no_object_weight": "no_object_weight", "class_coef": "cross_entropy_weight",
                    "mask_coef": "mask_weight", "dice_coef": "dice_weight"}
     head_sizes = {
@@ -225,7 +227,8 @@ class Mask2FormerSeg(_QuerySeg):
     family = "mask2former"
     hf_class = Mask2FormerForUniversalSegmentation
     processor_class = Mask2FormerImageProcessorPil
-    default_checkpoint = "facebook/mask2former-swin-base-ade-semantic"
+    default_checkpoint = FAMILIES["mask2former"].default_checkpoint
+    has_own_loss = FAMILIES["mask2former"].has_own_loss
     loss_fields = {"no_object_weight": "no_object_weight", "class_coef": "class_weight",
                    "mask_coef": "mask_weight", "dice_coef": "dice_weight"}
     head_sizes = {

@@ -18,6 +18,7 @@ from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegOutput
 from segkit.models.hf import HFSegModel, head_note, load_for_labels, load_processor, read_checkpoint_config
 from segkit.models.outputs import to_scores
+from segkit.models.registry import FAMILIES
 
 # MiT encoders as in the SegFormer paper (Table 6) and the nvidia/mit-b* configs. All sizes share
 # sr_ratios [8, 4, 2, 1], patch sizes [7, 3, 3, 3], strides [4, 2, 2, 2] and MLP ratio 4 (the
@@ -39,7 +40,7 @@ SIZES: dict[str, dict[str, Any]] = {
                decoder_hidden_size=768),
 }
 
-DEFAULT_CHECKPOINT = "nvidia/mit-b0"
+DEFAULT_CHECKPOINT = FAMILIES["segformer"].default_checkpoint
 
 # Inputs of any size >= 32 run (the patch embeddings pad); 32 keeps every stage's map whole, so
 # eval padding uses it.
@@ -54,7 +55,7 @@ def _processor(source: str | Path | None) -> Any:
 
 class SegformerSeg(HFSegModel):
     family = "segformer"
-    has_own_loss = False
+    has_own_loss = FAMILIES["segformer"].has_own_loss
     default_checkpoint = DEFAULT_CHECKPOINT
     classifier_name = "model.decode_head.classifier"
 

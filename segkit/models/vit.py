@@ -27,16 +27,18 @@ from transformers import (AutoConfig, AutoImageProcessor, Dinov2Config, Segforme
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
 from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
+from segkit.data.augment import eval_processor
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput
 from segkit.models.head_init import CarriedHead
 from segkit.models.hf import HFSegModel, head_note, keep_or_reset_head, read_checkpoint_config
 from segkit.models.locate import resolve_model_dir
+from segkit.models.registry import FAMILIES
 from segkit.models.vit_linear import ViTLinearSeg, encoder_from_config
 
 log = logging.getLogger("segkit.models")
 
-DEFAULT_CHECKPOINT = "facebook/dinov2-small"
+DEFAULT_CHECKPOINT = FAMILIES["vit"].default_checkpoint
 ENCODERS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=8, image_size=64),
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14,
@@ -61,9 +63,9 @@ def head_width(hidden_size: int) -> int:
 
 
 def processor(mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    """SegFormer's Pil processor: resize, rescale, normalise, and a semantic post-processor, which
-    is what `pipeline` needs for UperNet and what segkit needs to feed any encoder."""
-    return SegformerImageProcessorPil(image_mean=list(mean), image_std=list(std), do_reduce_labels=False)
+    """SegFormer's Pil processor (resize, rescale, normalise, and a semantic post-processor): what
+    `pipeline` needs for UperNet and what segkit needs to feed any encoder."""
+    return eval_processor(None, mean, std)
 
 
 def encoder_stats(checkpoint: str | None, model_type: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -81,7 +83,7 @@ class UperNetViTSeg(HFSegModel):
     """UperNet on a DINOv2 (or converted ViT) backbone, as transformers ships it."""
 
     family = "vit"
-    has_own_loss = False
+    has_own_loss = FAMILIES["vit"].has_own_loss
     default_checkpoint = DEFAULT_CHECKPOINT
     classifier_name = "model.decode_head.classifier"
     never_used = ("embeddings.mask_token",)  # DINOv2 masks patches only for its own pretraining
@@ -89,7 +91,7 @@ class UperNetViTSeg(HFSegModel):
     def __init__(self, model: nn.Module, labels: LabelSet, processor: Any, input_spec: InputSpec | None = None) -> None:
         p = model.config.backbone_config.patch_size
         # Tokens are whole patches: a side off the patch grid would silently lose its border
-        # pixels, so training refuses it and inference pads (segkit.infer.segment).
+        # pixels, so training refuses it and inference pads (segkit.infer.scores).
         super().__init__(model, labels, processor, input_spec, size_divisor=p, min_size=p, strict_size=True)
 
     @property
@@ -155,63 +157,58 @@ def _backbone_state(checkpoint: str, config: Any) -> dict[str, torch.Tensor]:
     return backbone_cls.from_pretrained(checkpoint, out_features=config.out_features).state_dict()
 
 
-class ViTSeg(SegModel):
-    """The `vit` family's entry point: builds and loads whichever head the recipe or folder names."""
-
-    family = "vit"
-    default_checkpoint = DEFAULT_CHECKPOINT
-
-    @classmethod
-    def build(cls, cfg: ModelConfig, labels: LabelSet, loss: LossConfig, spec: InputSpec) -> SegModel:
-        if cfg.head not in ("linear", "multilevel"):
-            raise ModelError(f"model.head '{cfg.head}' is unknown for family vit. Choose one of: linear, multilevel.")
-        if cfg.size:
-            if cfg.size not in ENCODERS:
-                raise ModelError(f"model.size '{cfg.size}' is not a vit size. Choose one of: {', '.join(ENCODERS)}.")
-            encoder = Dinov2Config(**ENCODERS[cfg.size])
-            if cfg.head == "linear":
-                return ViTLinearSeg(encoder_from_config(encoder), labels, processor(IMAGENET_MEAN, IMAGENET_STD), spec)
-            return UperNetViTSeg.from_encoder(encoder, labels, spec, IMAGENET_MEAN, IMAGENET_STD)
-        config_dict = read_checkpoint_config(cfg.checkpoint, "vit", DEFAULT_CHECKPOINT)
-        kind = config_dict.get("model_type", "")
-        if kind in ("upernet", "segkit-vit"):  # a segkit vit model: fine-tune it again
-            return _retarget(cls.load(resolve_model_dir(cfg.checkpoint)), cfg, labels, spec)
-        mean, std = encoder_stats(cfg.checkpoint, kind)
-        # an encoder checkpoint (ViT's ImageNet classifier, DINOv2 without a head): only the backbone carries
-        note = head_note(config_dict, UperNetForSemanticSegmentation, cfg.checkpoint) or \
-            f"backbone only, head new: {cfg.checkpoint} is an encoder"
+def build(cfg: ModelConfig, labels: LabelSet, loss: LossConfig, spec: InputSpec) -> SegModel:
+    """The `vit` family's builder (segkit.models.registry): whichever head the recipe names."""
+    if cfg.head not in ("linear", "multilevel"):
+        raise ModelError(f"model.head '{cfg.head}' is unknown for family vit. Choose one of: linear, multilevel.")
+    if cfg.size:
+        if cfg.size not in ENCODERS:
+            raise ModelError(f"model.size '{cfg.size}' is not a vit size. Choose one of: {', '.join(ENCODERS)}.")
+        encoder = Dinov2Config(**ENCODERS[cfg.size])
         if cfg.head == "linear":
-            linear = ViTLinearSeg.from_encoder_checkpoint(cfg.checkpoint, kind, labels, processor(mean, std), spec)
-            linear.head_note = note
-            return linear
-        if kind == "vit":
-            encoder, state = _vit_as_dinov2(cfg.checkpoint)
-        elif kind in MODEL_FOR_BACKBONE_MAPPING_NAMES:
-            encoder, state = AutoConfig.from_pretrained(cfg.checkpoint), None
-        else:
-            raise ModelError(f"model.checkpoint '{cfg.checkpoint}' is a '{kind}' model; the vit family takes "
-                             "DINOv2 or ViT encoders (e.g. facebook/dinov2-small, google/vit-base-patch16-224).")
-        model = UperNetViTSeg.from_encoder(encoder, labels, spec, mean, std)
-        if state is None:
-            state = _backbone_state(cfg.checkpoint, model.model.config.backbone_config)
-        missing, _ = model.backbone().load_state_dict(state, strict=False)
-        fresh = [k for k in missing if "layer_scale" not in k and k != "embeddings.mask_token"]
-        if fresh:
-            raise ModelError(f"model.checkpoint '{cfg.checkpoint}': encoder weights missing: {fresh[:5]}")
-        if kind == "vit":
-            with torch.no_grad():  # ViT has no layer scale: 1 keeps its blocks unchanged
-                for name, p in model.backbone().named_parameters():
-                    if "layer_scale" in name:
-                        p.fill_(1.0)
-        log.info("%s: new UperNet head (%d channels) for %d classes on layers %s", cfg.checkpoint,
-                 model.model.config.hidden_size, labels.num_classes, model.model.config.backbone_config.out_features)
-        model.head_note = note
-        return model
+            return ViTLinearSeg(encoder_from_config(encoder), labels, processor(IMAGENET_MEAN, IMAGENET_STD), spec)
+        return UperNetViTSeg.from_encoder(encoder, labels, spec, IMAGENET_MEAN, IMAGENET_STD)
+    config_dict = read_checkpoint_config(cfg.checkpoint, "vit", DEFAULT_CHECKPOINT)
+    kind = config_dict.get("model_type", "")
+    if kind in ("upernet", "segkit-vit"):  # a segkit vit model: fine-tune it again
+        return _retarget(load(resolve_model_dir(cfg.checkpoint)), cfg, labels, spec)
+    mean, std = encoder_stats(cfg.checkpoint, kind)
+    # an encoder checkpoint (ViT's ImageNet classifier, DINOv2 without a head): only the backbone carries
+    note = head_note(config_dict, UperNetForSemanticSegmentation, cfg.checkpoint) or \
+        f"backbone only, head new: {cfg.checkpoint} is an encoder"
+    if cfg.head == "linear":
+        linear = ViTLinearSeg.from_encoder_checkpoint(cfg.checkpoint, kind, labels, processor(mean, std), spec)
+        linear.head_note = note
+        return linear
+    if kind == "vit":
+        encoder, state = _vit_as_dinov2(cfg.checkpoint)
+    elif kind in MODEL_FOR_BACKBONE_MAPPING_NAMES:
+        encoder, state = AutoConfig.from_pretrained(cfg.checkpoint), None
+    else:
+        raise ModelError(f"model.checkpoint '{cfg.checkpoint}' is a '{kind}' model; the vit family takes "
+                         "DINOv2 or ViT encoders (e.g. facebook/dinov2-small, google/vit-base-patch16-224).")
+    model = UperNetViTSeg.from_encoder(encoder, labels, spec, mean, std)
+    if state is None:
+        state = _backbone_state(cfg.checkpoint, model.model.config.backbone_config)
+    missing, _ = model.backbone().load_state_dict(state, strict=False)
+    fresh = [k for k in missing if "layer_scale" not in k and k != "embeddings.mask_token"]
+    if fresh:
+        raise ModelError(f"model.checkpoint '{cfg.checkpoint}': encoder weights missing: {fresh[:5]}")
+    if kind == "vit":
+        with torch.no_grad():  # ViT has no layer scale: 1 keeps its blocks unchanged
+            for name, p in model.backbone().named_parameters():
+                if "layer_scale" in name:
+                    p.fill_(1.0)
+    log.info("%s: new UperNet head (%d channels) for %d classes on layers %s", cfg.checkpoint,
+             model.model.config.hidden_size, labels.num_classes, model.model.config.backbone_config.out_features)
+    model.head_note = note
+    return model
 
-    @classmethod
-    def load(cls, path: str | Path) -> SegModel:
-        kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-        return ViTLinearSeg.load(path) if kind == "segkit-vit" else UperNetViTSeg.load(path)
+
+def load(path: str | Path) -> SegModel:
+    """The `vit` family's loader: a saved UperNet or linear-head model."""
+    kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    return ViTLinearSeg.load(path) if kind == "segkit-vit" else UperNetViTSeg.load(path)
 
 
 def _retarget(saved: SegModel, cfg: ModelConfig, labels: LabelSet, spec: InputSpec) -> SegModel:

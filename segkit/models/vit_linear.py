@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModel, SegformerImageProcessorPil
 from segkit.config.recipe import InputSpec
 from segkit.labels import LabelSet
 from segkit.models.base import SegModel, SegOutput
+from segkit.models.registry import FAMILIES
 
 log = logging.getLogger("segkit.models")
 _NAMES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2", "vit": "ViT"}
@@ -49,14 +50,14 @@ class LinearHead(nn.Module):
 
 class ViTLinearSeg(SegModel):
     family = "vit"
-    has_own_loss = False
+    has_own_loss = FAMILIES["vit"].has_own_loss
     classifier_name = "head.classifier"
     never_used = ("embeddings.mask_token",)  # DINOv2 masks patches only for its own pretraining
 
     def __init__(self, encoder: nn.Module, labels: LabelSet, processor: Any, input_spec: InputSpec | None = None) -> None:
         c = encoder.config
         # Tokens are whole patches: a side off the patch grid would silently lose its border
-        # pixels, so training refuses it and inference pads (segkit.infer.segment).
+        # pixels, so training refuses it and inference pads (segkit.infer.scores).
         super().__init__(labels, processor, size_divisor=c.patch_size, min_size=c.patch_size, strict_size=True,
                          input_spec=input_spec)
         self.encoder = encoder

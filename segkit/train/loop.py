@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +28,22 @@ from segkit.train.guard import RunStopped, StepGuard, all_finite, halt_message, 
 from segkit.train.lost_workers import lost_worker_message, worker_was_killed
 from segkit.train.space import dir_bytes, free_bytes, human, not_enough_space, tensor_bytes, write_failed
 from segkit.data.skips import SkipLog
-from segkit.config.recipe import InputSpec, Recipe, TrainConfig, save_recipe
-from segkit.config.auto import resolve_auto
+from segkit.config.recipe import InputSpec, Recipe, TrainConfig, hw, save_recipe
 from segkit.data import DataBundle, build_data, load_source, select_classes
 from segkit.data.loaders import build_train_loader, eval_loader
 from segkit.evaluation.scoring import evaluate, report_splits
-from segkit.infer.segment import eval_transform, group_by_shape
-from segkit.train.losses import SegLoss, build_loss, describe_loss
-from segkit.models import SegModel, build_model, load_model, upsample_scores
-from segkit.models.head_init import carries, describe, install
+from segkit.infer.scores import eval_transform
+from segkit.train.losses import SegLoss, build_loss
+from segkit.infer.scores import upsample_scores
+from segkit.models.build import build_model, load_model
+from segkit.train.head_start import carry_head
+from segkit.train.banner import banner, flat_config
 from segkit.train.optim import build_optimizer, build_scheduler
 from segkit.evaluation.report import summary_line
 from segkit.run_folder import RunFolder, replace_dir, temp_dir_for, write_json
-from segkit.train.runtime import StopRequest, make_accelerator, prepare_run, size_threads
+from segkit.train.runtime import StopRequest, choose_precision, make_accelerator, prepare_run, size_threads
 
 log = logging.getLogger("segkit")
-
-HEAD_FIT_IMAGES = 16
-"""Training images whose features fit a classifier built from the checkpoint's (head_init.py)."""
-
 
 @dataclass
 class Trainer:
@@ -100,7 +97,6 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     # accelerate launch) says how many processes share this machine
     threads = size_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     set_seed(cfg.seed)
-    resolve_auto(recipe)  # a recipe built in Python has not been through load_recipe
     source = load_source(recipe.data)
     selection = select_classes(source, recipe.classes)
     model = build_model(recipe.model, selection.labels, recipe.loss, InputSpec.from_augment(recipe.augment))
@@ -109,12 +105,13 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     if resume:
         model.carried_head = model.head_note = None  # the checkpoint holds the head training made
     head, carried = carry_head(model, data, recipe)
-    accelerator = make_accelerator(cfg, run)
+    precision = choose_precision(cfg, model, hw(recipe.augment.crop_size))
+    accelerator = make_accelerator(cfg, run, precision)
     criterion = None if model.has_own_loss else build_loss(recipe.loss, data.labels.num_classes, data.stats)
     if accelerator.is_main_process:
         save_recipe(recipe, run.recipe)
         write_json(run.stats, data.stats.to_dict())
-        print(banner(recipe, data, model, accelerator, criterion, threads, head), flush=True)
+        print(banner(recipe, data, model, accelerator, criterion, threads, precision, head), flush=True)
 
     loader, items, sampler = build_train_loader(data, cfg)
     batch = cfg.eval_batch_size or cfg.batch_size
@@ -147,10 +144,12 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
             print(f"  resume   {moved}", flush=True)
     state.world_size, state.batch_size, state.grad_accum = accelerator.num_processes, cfg.batch_size, cfg.grad_accum
     if cfg.tracker != "none":
-        accelerator.init_trackers("logs", config=_flat_config(recipe))
+        accelerator.init_trackers("logs", config=flat_config(recipe))
     at_start = cfg.eval_at_start if cfg.eval_at_start is not None else carried
-    return Trainer(recipe, run, accelerator, prepared, optimizer, scheduler, criterion, loader, items, sampler,
-                   val_loader, data, total_steps, epochs, state, StopRequest(), at_start)
+    return Trainer(recipe=recipe, run=run, accelerator=accelerator, model=prepared, optimizer=optimizer,
+                   scheduler=scheduler, criterion=criterion, loader=loader, items=items, sampler=sampler,
+                   val_loader=val_loader, data=data, total_steps=total_steps, epochs=epochs, state=state,
+                   stop=StopRequest(), eval_at_start=at_start)
 
 
 def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
@@ -162,64 +161,6 @@ def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
     if cfg.max_steps:
         return cfg.max_steps, math.ceil(cfg.max_steps / steps_per_epoch)
     return max(1, round(cfg.epochs * steps_per_epoch)), math.ceil(cfg.epochs)
-
-
-def carry_head(model: SegModel, data: DataBundle, recipe: Recipe) -> tuple[str | None, bool]:
-    """Build the new classifier from the checkpoint's rows for the chosen classes (head_init.py),
-    fitted on the features of a few training images. Returns a line for the banner (None when
-    there was no other head to start from) and whether rows were carried over."""
-    carried, model.carried_head = model.carried_head, None
-    if carried is None:
-        return model.head_note, False
-    source = data.source
-    aliases = {source.class_names[i]: names for i, names in source.aliases.items() if i in source.class_names}
-    rows = carried.rows_for(data.labels, aliases)
-    if not carries(rows, data.labels):
-        chosen = ", ".join(data.labels.names[c] for c in data.labels.foreground_ids)
-        return f"random classifier: none of {chosen} is a class of the checkpoint; its other weights carry over", False
-    split = data.val if isinstance(data.train, IterableDataset) else data.train  # a stream has no .raw
-    transform = eval_transform(model)
-    inputs = [transform(split.raw(i)[0]) for i in range(min(HEAD_FIT_IMAGES, len(split)))]
-    install(model, carried, rows, (torch.stack([inputs[i] for i in g]) for g in group_by_shape(inputs)),
-            seed=recipe.train.seed)
-    return describe(rows, carried, data.labels), True
-
-
-def banner(recipe: Recipe, data: DataBundle, model: SegModel, accelerator: Accelerator, criterion: SegLoss | None,
-           threads: str, head: str | None = None) -> str:
-    """What is about to run, including each class's share of training pixels: a class at 0.3%
-    explains a weak IoU before any training happens."""
-    sizes = ", ".join(f"{s} {len(d) if hasattr(d, '__len__') else 'streamed'}"
-                      for s in ("train", "val", "test") if (d := getattr(data, s)) is not None)
-    share = data.stats.pixel_share(exclude_ignored=True)
-    classes = ", ".join(f"{n} {100 * p:.2f}%" for n, p in zip(data.labels.names, share))
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    origin = recipe.model.checkpoint or f"random weights, size {recipe.model.size}"
-    loss = (describe_loss(recipe.loss, criterion.weight, data.labels.names) if criterion is not None
-            else f"loss: {recipe.model.family}'s own set loss")
-    return "\n".join([
-        f"segkit train: {recipe.name}",
-        f"  data     {recipe.data.format}: {sizes} images",
-        f"  classes  share of labelled training pixels: {classes}",
-        f"  model    {recipe.model.family} ({origin}), {params:.2f} M parameters",
-        *([f"  head     {head}"] if head else []),
-        f"  device   {accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
-        + (f", {threads}" if accelerator.device.type == "cpu" else ""),
-        f"  {loss}",
-        *([f"  defaults {recipe.auto_note}"] if getattr(recipe, "auto_note", None) else []),
-    ])
-
-
-def _flat_config(recipe: Recipe) -> dict[str, Any]:
-    """Trackers want scalars: flatten sections and stringify lists."""
-    flat = {}
-    for section, values in asdict(recipe).items():
-        if isinstance(values, dict):
-            for k, v in values.items():
-                flat[f"{section}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-        else:
-            flat[section] = values
-    return flat
 
 
 # ----------------------------------------------------------------------------------- the loop

@@ -17,26 +17,8 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list
 
 from segkit.config.recipe import TrainConfig
+from segkit.precision import Precision, default_cache, resolve, step_probe
 from segkit.run_folder import RunFolder, RunFolderError
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic (AVX512-BF16 or AMX): there bf16 autocast trains a SegFormer-B0 step
-    (batch 8, 256²) 1.6x faster than fp32 (bench/profile_step.py); elsewhere it is emulated and slower."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def resolve_precision(choice: str, on_cpu: bool) -> str:
-    """`auto`: bf16 on GPUs that support it, fp16 on older GPUs; on CPU, bf16 where the processor
-    computes it natively, else none."""
-    if choice == "fp16" and on_cpu:
-        raise ValueError("train.mixed_precision: fp16 needs a GPU (accelerate ignores it on CPU). Use bf16 or no.")
-    if choice != "auto":
-        return choice
-    if on_cpu:
-        return "bf16" if cpu_has_bf16() else "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def size_threads(local_processes: int) -> str:
@@ -52,7 +34,7 @@ def size_threads(local_processes: int) -> str:
     return f"{threads} torch threads ({cores} cores available, {local_processes} process(es) on this machine)"
 
 
-def make_accelerator(cfg: TrainConfig, run: RunFolder) -> Accelerator:
+def make_accelerator(cfg: TrainConfig, run: RunFolder, precision: Precision) -> Accelerator:
     """DDP runs without `find_unused_parameters` (a walk of the autograd graph on every step): every
     family freezes the parameters its forward never uses (`SegModel.never_used`), and all four are
     tested under two processes (tests/test_distributed.py)."""
@@ -62,7 +44,7 @@ def make_accelerator(cfg: TrainConfig, run: RunFolder) -> Accelerator:
     on_cpu = not torch.cuda.is_available()
     return Accelerator(
         cpu=on_cpu,  # without it, `accelerate launch --multi_gpu` on CPU starts independent processes
-        mixed_precision=resolve_precision(cfg.mixed_precision, on_cpu),
+        mixed_precision=precision.name,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=None if cfg.tracker == "none" else cfg.tracker,
         project_dir=str(run.root),
@@ -126,3 +108,21 @@ class StopRequest:
     def restore(self) -> None:
         for s, handler in self._old.items():
             signal.signal(s, handler)
+
+
+def choose_precision(cfg: TrainConfig, model: torch.nn.Module, crop: tuple[int, int]) -> Precision:
+    """`train.mixed_precision` for this run (segkit.precision): on a CPU with native bf16, `auto`
+    times the model's own training step at the recipe's crop in fp32 and bf16. Under several
+    processes the main one measures alone and every process takes its answer: processes that ran
+    in different precisions would disagree in every all-reduce."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.mixed_precision != "auto" or device != "cpu":
+        return resolve(cfg.mixed_precision, device)  # nothing to measure; every process decides alike
+    state = PartialState(cpu=True)
+    chosen = [None]
+    if state.is_main_process:
+        probe = step_probe(model, crop, batch=1, backward=True, cache=default_cache())
+        chosen = [resolve(cfg.mixed_precision, device, probe)]
+    if state.num_processes > 1:
+        chosen = broadcast_object_list(chosen)
+    return chosen[0]

@@ -4,9 +4,9 @@ inputs.py (what is read) -> run.py (the loop; segkit.infer.sliding for large ima
 (what is written).
 """
 
-from segkit.infer.predict.inputs import InputError, list_inputs, read_image
+from segkit.infer.predict.inputs import InputError, list_inputs
 from segkit.infer.predict.outputs import PredictFolder, save_mask
 from segkit.infer.predict.run import PredictOptions, PredictResult, predict_folder
 
 __all__ = ["InputError", "PredictFolder", "PredictOptions", "PredictResult", "list_inputs", "predict_folder",
-           "read_image", "save_mask"]
+           "save_mask"]

@@ -13,14 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
-from segkit.data.decode import IMAGE_EXTENSIONS, to_rgb
-
-MAX_PIXELS = 1_000_000_000
-"""Pillow refuses images above 179 M pixels as decompression bombs; aerial and slide images are
-larger than that, and these are the user's own files. segkit reads up to a billion pixels."""
-
+from segkit.data.decode import IMAGE_EXTENSIONS
 
 @dataclass(frozen=True)
 class InputImage:
@@ -83,42 +76,3 @@ def list_inputs(specs: list[str], output: Path) -> list[InputImage]:
     stems = Counter(rel.with_suffix(".png") for _, rel in rels)
     return [InputImage(path, rel, rel.with_suffix(".png") if stems[rel.with_suffix(".png")] == 1 or
                        rel.suffix.lower() == ".png" else rel.with_name(rel.name + ".png")) for path, rel in rels]
-
-
-def read_image(path: Path) -> Image.Image:
-    """An upright 8-bit RGB picture of any file Pillow reads (CMYK, 16-bit, RGBA, palette, EXIF
-    orientation), or a ValueError saying why not (empty, truncated, not an image)."""
-    with _opened(path) as img:
-        return to_rgb(img)
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file's header alone (EXIF rotation does not change the area), or
-    the ValueError `read_image` would raise for a file that is not an image."""
-    with _opened(path, decode=False) as img:
-        return img.height, img.width
-
-
-class _opened:
-    """Image.open with every failure as one ValueError that says what is wrong with the file."""
-
-    def __init__(self, path: Path, decode: bool = True) -> None:
-        self.path, self.decode, self.img = path, decode, None
-
-    def __enter__(self) -> Image.Image:
-        if self.path.stat().st_size == 0:
-            raise ValueError("empty file (0 bytes)")
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-        try:
-            self.img = Image.open(self.path)
-            if self.decode:
-                self.img.load()
-            return self.img
-        except Image.DecompressionBombError as e:
-            raise ValueError(f"larger than segkit reads ({e})") from None
-        except (OSError, SyntaxError) as e:
-            raise ValueError(f"unreadable or truncated image ({e})") from None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.img is not None:
-            self.img.close()

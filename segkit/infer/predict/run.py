@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,12 +26,16 @@ from tqdm.auto import tqdm
 
 from segkit.data.augment import EvalTransform
 from segkit.data.loaders import quiet_worker
+from segkit.infer.onnx_model import OnnxSegModel, onnx_path
 from segkit.infer.scores import eval_transform
 from segkit.infer.segment import Job, segment
-from segkit.models import SegModel, load_model
-from segkit.infer.predict.inputs import InputImage, image_size, list_inputs, read_image
+from segkit.models.base import SegModel
+from segkit.models.build import load_model
+from segkit.data.decode import image_size, read_image
+from segkit.infer.predict.inputs import InputImage, list_inputs
 from segkit.infer.predict.outputs import PredictFolder
 from segkit.infer.sliding import Windows
+from segkit.precision import Precision, default_cache, resolve, step_probe
 
 
 @dataclass
@@ -56,7 +59,8 @@ class PredictOptions:
     """Multi-scale test-time augmentation: class probabilities averaged over the image rescaled by
     each (`--tta scales=0.75,1.0,1.25`); per window on sliding images."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """auto: fp32 on CPU (the reported figures), bf16 (or fp16) on GPUs."""
+    """auto: bf16 (or fp16) on GPUs; on a CPU with native bf16, bf16 only where it measurably runs
+    this model faster (segkit.precision), else fp32, the precision reports are scored in."""
     revision: str | None = None
 
 
@@ -84,25 +88,27 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i]
         try:
-            size = image_size(item.path)
+            size = image_size(item.path, str(item.rel))
             if self.slides(*size):
                 return {"item": item, "large": True, "size": size}
-            image = read_image(item.path)
+            image = read_image(item.path, str(item.rel))
             return {"item": item, "pixels": self.transform(image), "size": (image.height, image.width),
                     "image": np.asarray(image) if self.keep_image else None}
         except (OSError, ValueError) as e:
             return {"item": item, "error": str(e)}
 
 
-def _autocast(choice: str, device: torch.device) -> Any:
-    if choice == "auto":
-        choice = "fp32" if device.type == "cpu" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if choice == "fp32":
-        return None
-    if choice == "fp16" and device.type == "cpu":
-        raise ValueError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU.")
-    dtype = torch.bfloat16 if choice == "bf16" else torch.float16
-    return partial(torch.autocast, device.type, dtype=dtype)
+def _precision(choice: str, model: SegModel, device: torch.device) -> Precision:
+    """`--precision` (segkit.precision): `auto` on a CPU with native bf16 times the model's forward
+    pass on its training crop in fp32 and bf16 and keeps bf16 only when clearly faster."""
+    if isinstance(model, OnnxSegModel):
+        if choice not in ("auto", "fp32"):
+            raise ValueError(f"--precision {choice}: an ONNX graph runs in the precision it was exported in; "
+                             "predict with model.fp16.onnx (`segkit export --format onnx --quantize fp16`) instead.")
+        return Precision("no", "fp32 inputs (the ONNX graph's own precision)")
+    size = model.input_spec.window or model.input_spec.size or (512, 512)
+    probe = step_probe(model, tuple(size), batch=1, backward=False, cache=default_cache())
+    return resolve(choice, device.type, probe, field="--precision")
 
 
 def _windows(model: SegModel, options: PredictOptions) -> Windows:
@@ -118,7 +124,8 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
     """Predict every image `inputs` names (files, folders, globs) into `output`."""
     options = options or PredictOptions()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model = load_model(model_path, revision=options.revision).to(accelerator.device).eval()
+    graph = onnx_path(model_path)  # MODEL.onnx, or a folder holding only one: onnxruntime, same path
+    model = OnnxSegModel(graph) if graph else load_model(model_path, revision=options.revision).to(accelerator.device).eval()
     out = PredictFolder(Path(output), model.labels,
                         part=f".{accelerator.process_index}" if accelerator.num_processes > 1 else "")
     items = list_inputs(inputs, Path(output))
@@ -135,7 +142,10 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
     if options.overwrite and accelerator.num_processes > 1 and accelerator.is_main_process:
         PredictFolder(Path(output), model.labels).start(overwrite=True)  # the shared files the parts join
     windows = _windows(model, options)
-    autocast = _autocast(options.precision, accelerator.device)
+    precision = _precision(options.precision, model, accelerator.device)
+    autocast = precision.autocast(accelerator.device.type)
+    if accelerator.is_main_process and todo:
+        print(f"segkit predict: {len(todo)} images on {accelerator.device}, precision {precision.why}", flush=True)
     dataset = _Images(todo, eval_transform(model), partial(windows.applies, model.input_spec),
                       keep_image=options.alpha is not None)
     loader = DataLoader(dataset, batch_size=options.batch_size, num_workers=options.workers, collate_fn=list,
@@ -149,7 +159,7 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
             for b in batch:
                 if b.get("large"):  # decoded here, not in a worker: it would cross processes whole
                     try:
-                        b["image"] = read_image(b["item"].path)
+                        b["image"] = read_image(b["item"].path, str(b["item"].rel))
                         b["size"] = (b["image"].height, b["image"].width)  # after EXIF rotation
                     except (OSError, ValueError) as e:
                         b["error"] = str(e)

@@ -26,7 +26,8 @@ def run(script: str, tmp_path: Path, *extra: str) -> list[dict]:
 
 def test_every_script_is_smoke_tested():
     tested = {"bench_decode.py", "bench_metrics.py", "bench_data.py", "bench_train_step.py", "bench_gpu.py", "bench_predict.py",
-              "bench_head_init.py", "race.py", "baseline_trainer.py", "profile_step.py"}
+              "bench_head_init.py", "race.py", "baseline_trainer.py", "profile_step.py",
+              "bench_onnx.py"}  # bench_onnx.py: tests/test_onnx.py
     assert set(SCRIPTS) <= tested, f"add a smoke test for {set(SCRIPTS) - tested}"
 
 

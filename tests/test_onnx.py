@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {
     "segformer": ({"family": "segformer"}, {"eval_mode": "none"}),
     "vit": ({"family": "vit", "head": "multilevel"}, {"eval_mode": "pad"}),  # DINOv2 + UperNet, any size
-    "maskformer": ({"family": "maskformer"}, {"eval_mode": "none"}),
 }
+# MaskFormer is not here yet: its graph (dynamo, and TorchScript too) holds only at input sizes on
+# Swin's 32-px grid, because the window padding is fixed at the traced size; the parity check sees
+# that at the off-grid sizes and refuses the export.
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -137,3 +139,12 @@ def test_segkit_imports_without_the_onnx_extra_and_names_it():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "pip install 'segkit[onnx]'" in done.stdout
+
+
+def test_bench_script_smoke(tmp_path):
+    from tests.test_bench import run
+
+    rows = run("bench_onnx.py", tmp_path)
+    assert [r["runtime"] for r in rows] == ["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"]
+    assert all(r["images_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert rows[0]["agreement_vs_torch_fp32"] == 1.0 and rows[2]["agreement_vs_torch_fp32"] >= 0.999

@@ -134,14 +134,17 @@ def _size_arg(text: str | None) -> tuple[int, int] | None:
 def cmd_export(args: argparse.Namespace) -> int:
     from segkit.hub.export import export
 
-    print(f"Exported to {export(args.run, args.output, overlays=args.overlays is not False)}")
+    out = export(args.run, args.output, overlays=args.overlays is not False, formats=args.format, quantize=args.quantize)
+    print(f"Exported to {out}")
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     from segkit.hub.export import push
 
-    print(f"Pushed: {push(args.run, args.repo_id, private=_visibility(args), overlays=args.overlays)}")
+    url = push(args.run, args.repo_id, private=_visibility(args), overlays=args.overlays, formats=args.format,
+               quantize=args.quantize)
+    print(f"Pushed: {url}")
     return 0
 
 
@@ -159,6 +162,13 @@ def _hub_flags(parser: argparse.ArgumentParser) -> None:
                       help="ship overlay pictures even of gated or non-commercial data")
     pics.add_argument("--no-overlays", dest="overlays", action="store_const", const=False,
                       help="ship no overlay pictures")
+
+
+def _deploy_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", action="append", choices=("onnx",), default=[],
+                        help="also write model.onnx, checked against PyTorch at export (needs segkit[onnx])")
+    parser.add_argument("--quantize", action="append", choices=("int8", "fp16"), default=[],
+                        help="with --format onnx: also an int8 (dynamic quantisation) or fp16 graph, each checked")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=cmd_report)
 
     pr = sub.add_parser("predict", help="predict masks for files, folders or globs of images")
-    pr.add_argument("model", help="run folder, model folder or Hub model id")
+    pr.add_argument("model", help="run folder, model folder, Hub model id, or MODEL.onnx (onnxruntime)")
     pr.add_argument("images", nargs="+", help="image files, folders (searched recursively) or quoted globs")
     pr.add_argument("--output", default="predictions", help="output folder (not inside an input folder)")
     pr.add_argument("--batch-size", type=int, default=4, help="images (or windows) per forward pass")
@@ -226,12 +236,14 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", help="export folder (default RUN/export)")
     ex.add_argument("--no-overlays", dest="overlays", action="store_const", const=False, default=None,
                     help="leave the overlay pictures out")
+    _deploy_flags(ex)
     ex.set_defaults(fn=cmd_export)
 
     pu = sub.add_parser("push", help="upload the exported model to the Hugging Face Hub")
     pu.add_argument("run", help="run folder")
     pu.add_argument("repo_id", help="e.g. your-name/segformer-camvid")
     _hub_flags(pu)
+    _deploy_flags(pu)
     pu.set_defaults(fn=cmd_push)
     return p
 

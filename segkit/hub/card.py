@@ -126,9 +126,9 @@ def _usage(repo: str, family: str, pipeline_ready: bool, exact: bool) -> list[st
 
 
 def model_card(recipe: Recipe, metrics: dict, labels: LabelSet, config: dict[str, Any], repo_id: str | None = None,
-               license: str | None = None, overlays: list[str] | None = None) -> str:
+               license: str | None = None, overlays: list[str] | None = None, deploy: list[str] | None = None) -> str:
     """The card for a run: `config` is the saved model's config.json, `overlays` the pictures
-    shipped beside it (relative paths)."""
+    shipped beside it (relative paths), `deploy` a section on exported graphs (segkit.hub.onnx)."""
     model = recipe.model
     family = model.family
     pipeline_ready = config.get("model_type") != "segkit-vit"
@@ -157,7 +157,7 @@ def model_card(recipe: Recipe, metrics: dict, labels: LabelSet, config: dict[str
         + (f"; {_fmt(fg.get('mIoU'))} over the foreground classes (background ignored), which is how subsets "
            "are usually reported" if labels.background is not None else "") + ".", "",
         *table, "", "![confusion matrix](confusion.png)", "", *pictures, *([""] if pictures else []),
-        *_usage(repo_id or "PATH/TO/model", family, pipeline_ready, exact),
+        *_usage(repo_id or "PATH/TO/model", family, pipeline_ready, exact), *(deploy or []),
         "## Training recipe", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```", "",
     ]
     return "\n".join(["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", *body])

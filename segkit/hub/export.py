@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 from huggingface_hub import HfApi, ModelCard
 
@@ -85,9 +86,12 @@ def _check_target(out: Path, run: RunFolder) -> None:
 
 
 def export(run_dir: str | Path, output: str | Path | None = None, repo_id: str | None = None,
-           overlays: bool = True) -> Path:
+           overlays: bool = True, formats: Sequence[str] = (), quantize: Sequence[str] = ()) -> Path:
     """Copy the model, write the card, add the run's report and (unless `overlays` is False) a few
-    overlays; the folder appears complete or not at all."""
+    overlays; the folder appears complete or not at all. `formats` ("onnx") adds model.onnx,
+    checked against PyTorch (segkit.hub.onnx), and `quantize` ("int8", "fp16") its variants."""
+    if quantize and "onnx" not in formats:
+        raise ExportError("--quantize applies to the ONNX graph: add --format onnx.")
     run = RunFolder(run_dir)
     recipe, metrics = _load_run(run)
     out = Path(output) if output else run.export
@@ -105,15 +109,32 @@ def export(run_dir: str | Path, output: str | Path | None = None, repo_id: str |
         for p in shipped:
             shutil.copy2(p, Report(tmp).overlays / p.name)
     pictures = [f"{Report(tmp).overlays.name}/{p.name}" for p in shipped]
-    card = model_card(recipe, metrics, LabelSet.from_config(config), config, repo_id, base_license(recipe), pictures)
+    deploy = _export_onnx(run, tmp, quantize) if "onnx" in formats else None
+    card = model_card(recipe, metrics, LabelSet.from_config(config), config, repo_id, base_license(recipe), pictures,
+                      deploy)
     write_text(tmp / "README.md", card)
     (tmp / EXPORT_MARKER).write_text("Written by segkit export; a new export replaces this folder.\n")
     replace_dir(tmp, out)
     return out
 
 
+def _export_onnx(run: RunFolder, tmp: Path, quantize: Sequence[str]) -> list[str]:
+    """model.onnx (and its variants) into the export being built, checked against the run's model;
+    a refused graph removes the half-built export and says why."""
+    from segkit.hub.onnx import card_section, export_onnx, summary  # torch.onnx is slow to import
+    from segkit.models.build import load_model
+
+    try:
+        report = export_onnx(load_model(run.model), tmp, variants=quantize)
+    except BaseException:  # a refused graph or Ctrl-C: no half-built export is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(summary(report))
+    return card_section(report)
+
+
 def push(run_dir: str | Path, repo_id: str, private: bool | None = None, overlays: bool | None = None,
-         token: str | None = None) -> str:
+         token: str | None = None, formats: Sequence[str] = (), quantize: Sequence[str] = ()) -> str:
     """Export, then upload to `repo_id` (needs `hf auth login` or HF_TOKEN). `private=None` leaves
     the visibility to the Hub (an organisation may make new repos private). `overlays=None` ships
     them unless the data is gated or non-commercial and the repo may be public."""
@@ -126,7 +147,8 @@ def push(run_dir: str | Path, repo_id: str, private: bool | None = None, overlay
         return chosen if chosen is not None else is_private or reason is None
 
     # exported before any network call, so that a failed push leaves it ready for the next try
-    out = export(run.root, run.export, repo_id=repo_id, overlays=ships(private is True))
+    out = export(run.root, run.export, repo_id=repo_id, overlays=ships(private is True), formats=formats,
+                 quantize=quantize)
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -136,7 +158,8 @@ def push(run_dir: str | Path, repo_id: str, private: bool | None = None, overlay
             print(f"{repo_id} already exists and is public: --private does not change that (change it in the "
                   "repo's settings on the Hub). Pushing as to a public repo.")
         if ships(is_private) != ships(private is True):
-            out = export(run.root, run.export, repo_id=repo_id, overlays=ships(is_private))
+            out = export(run.root, run.export, repo_id=repo_id, overlays=ships(is_private), formats=formats,
+                         quantize=quantize)
         if chosen is None and not ships(is_private):
             print(f"Overlay pictures left out of the push: {reason}. Pass --with-overlays to include them.")
         # pictures an earlier push left are deleted, unless this commit uploads them again

@@ -43,7 +43,7 @@ def main() -> None:
     import tests.test_exports as fx
     from segkit.config.recipe import DataConfig
     from segkit.data.convert import convert
-    from segkit.data.sources.hub import load_source
+    from segkit.data.sources.hub_datasets import load_source
 
     fx.S = size
     rows = []

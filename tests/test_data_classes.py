@@ -6,7 +6,7 @@ from PIL import Image
 
 from segkit.config.recipe import ClassesConfig, Recipe
 from segkit.data import DataError, Source, build_data, select_classes
-from segkit.data.sources.hub import ADE20K_NAMES, SIDEWALK_NAMES
+from segkit.data.sources.hub_datasets import ADE20K_NAMES, SIDEWALK_NAMES
 
 CAMVID = "sky building pole road pavement tree sign_symbol fence car pedestrian bicyclist unlabelled".split()
 

@@ -12,7 +12,7 @@ from PIL import Image
 from segkit.config.recipe import DataConfig
 from segkit.data import DataError, load_source, make_synthetic
 from segkit.data.decode import read_image, read_label, to_rgb
-from segkit.data.sources.hub import ADE20K_NAMES, SIDEWALK_NAMES
+from segkit.data.sources.hub_datasets import ADE20K_NAMES, SIDEWALK_NAMES
 
 rng = np.random.default_rng(0)
 

@@ -20,7 +20,7 @@ from segkit.cli import main as cli
 from segkit.config.recipe import DataConfig
 from segkit.data.decode import read_label
 from segkit.data.errors import DataError
-from segkit.data.sources.hub import load_source
+from segkit.data.sources.hub_datasets import load_source
 from segkit.data.sources.rasterise import ls_rle_decode
 
 S = 32  # fixture images are S x S

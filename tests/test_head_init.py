@@ -173,7 +173,7 @@ def test_the_ade20k_recipe_carries_every_row_of_an_ade_checkpoint():
     """The ADE20K preset's names are the ADE checkpoints' names: the five chosen classes take their
     own rows and background is built from all 145 others."""
     from segkit.data.source import Source
-    from segkit.data.sources.hub import ADE20K_NAMES
+    from segkit.data.sources.hub_datasets import ADE20K_NAMES
 
     names = {0: "other"} | {i + 1: n.split(";")[0] for i, n in enumerate(ADE20K_NAMES)}
     aliases = {i + 1: n.split(";")[1:] for i, n in enumerate(ADE20K_NAMES)}

@@ -147,7 +147,7 @@ def local_data(tmp_path_factory) -> dict[str, Path]:
 
 def test_local_ids_match_segkits_tables():
     """The ids written into the local data mean the same classes in segkit's tables."""
-    from segkit.data.sources.hub import ADE20K_NAMES, SIDEWALK_NAMES
+    from segkit.data.sources.hub_datasets import ADE20K_NAMES, SIDEWALK_NAMES
 
     for name, i in ADE20K_IDS.items():
         assert ADE20K_NAMES[i - 1].split(";")[0] == name

@@ -1,7 +1,7 @@
 """The data layer: from a dataset on the Hub or on disk to batches of images and training ids.
 
-Files read in data-flow order: `source.py` (the shape every source takes) <- `sources.py`,
-`folder.py`, `synthetic.py` (loaders; files decoded by `decode.py`) -> `classes.py` (source ids ->
+Files read in data-flow order: `source.py` (the shape every source takes) <- `sources/` (one
+reader per kind of dataset; files decoded by `decode.py`) -> `classes.py` (source ids ->
 training ids, 255 = ignored) -> `stats.py` (class statistics, cached) -> `augment.py`
 (training augmentation, evaluation transform) -> `sampling.py` (order and seeds) -> `dataset.py`
 (items, collate, `build_data`) -> `loaders.py`. `segkit inspect` (`audit.py`) checks it all.
@@ -19,7 +19,7 @@ from segkit.data.dataset import (
 )
 from segkit.data.errors import DataError
 from segkit.data.source import Source
-from segkit.data.sources.hub import load_source
+from segkit.data.sources.hub_datasets import load_source
 from segkit.data.sampling import worker_init_fn
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
 from segkit.data.sources.synthetic import make_synthetic

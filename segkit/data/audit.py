@@ -23,7 +23,7 @@ from segkit.data.dataset import STREAM_STATS_ROWS, capped_rows
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
 from segkit.data.source import SPLITS, Source
-from segkit.data.sources.hub import load_source
+from segkit.data.sources.hub_datasets import load_source
 from segkit.data.stats import (
     ClassStats,
     StatsCounter,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from segkit.config.recipe import DataConfig
 from segkit.data.decode import location, read_label, undecoded
 from segkit.data.sources.annotated import save_label
-from segkit.data.sources.hub import load_source
+from segkit.data.sources.hub_datasets import load_source
 
 HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 

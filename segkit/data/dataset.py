@@ -22,7 +22,7 @@ from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
 from segkit.data.source import Source
-from segkit.data.sources.hub import load_source
+from segkit.data.sources.hub_datasets import load_source
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
 from segkit.labels import LabelSet
 

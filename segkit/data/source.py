@@ -2,8 +2,8 @@
 
 `Source.splits` (train/val/test) each have exactly two columns, `image` (a picture) and `label`
 (a single-channel map of SOURCE class ids). Class selection (`classes.py`) turns source ids into
-training ids later; nothing here renumbers labels. The loaders live in `sources.py` (Hub presets,
-any repo id, saved datasets), `folder.py` (images + masks on disk) and `synthetic.py`.
+training ids later; nothing here renumbers labels. The readers that make Sources live in
+`segkit/data/sources/`, one module per kind of dataset.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from segkit.config.recipe import Recipe
-from segkit.data.sources.hub import ADE20K_DATA_DIR, ADE20K_REVISION, PRESET_REPOS
+from segkit.data.sources.hub_datasets import ADE20K_DATA_DIR, ADE20K_REVISION, PRESET_REPOS
 from segkit.labels import LabelSet
 from segkit.models.locate import looks_local
 

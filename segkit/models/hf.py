@@ -13,7 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from segkit.config.recipe import InputSpec
-from segkit.hub.errors import NETWORK_ERRORS, explain
+from segkit.hub.explain import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel
 from segkit.models.head_init import CarriedHead

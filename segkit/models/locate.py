@@ -10,7 +10,7 @@ from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
-from segkit.hub.errors import NETWORK_ERRORS, explain
+from segkit.hub.explain import NETWORK_ERRORS, explain
 from segkit.models.base import ModelError
 from segkit.run_folder import RunFolder
 

@@ -1,11 +1,11 @@
 """`segkit predict`: folders of images -> masks, overlays, per-image class areas.
 
-inputs.py (what is read) -> run.py (the loop; segkit.infer.sliding for large images) -> outputs.py
+inputs.py (what is read) -> run.py (the loop, through segkit.infer.segment) -> writer.py
 (what is written).
 """
 
 from segkit.infer.predict.inputs import InputError, list_inputs
-from segkit.infer.predict.outputs import PredictFolder, save_mask
+from segkit.infer.predict.writer import PredictFolder, save_mask
 from segkit.infer.predict.run import PredictOptions, PredictResult, predict_folder
 
 __all__ = ["InputError", "PredictFolder", "PredictOptions", "PredictResult", "list_inputs", "predict_folder",

@@ -33,7 +33,7 @@ from segkit.models.base import SegModel
 from segkit.models.build import load_model
 from segkit.data.decode import image_size, read_image
 from segkit.infer.predict.inputs import InputImage, list_inputs
-from segkit.infer.predict.outputs import PredictFolder
+from segkit.infer.predict.writer import PredictFolder
 from segkit.infer.sliding import Windows
 from segkit.precision import Precision, default_cache, resolve, step_probe
 

@@ -28,7 +28,7 @@ from segkit.data.source import (Source, class_names_for, detect_columns, hold_ou
                                 unlabeled_ids)
 from segkit.data.sources.synthetic import synthetic_source
 from segkit.data.sources.exports import EXPORT_LOADERS
-from segkit.hub.errors import NETWORK_ERRORS, explain
+from segkit.hub.explain import NETWORK_ERRORS, explain
 
 log = logging.getLogger("segkit.data")
 

@@ -8,6 +8,7 @@ closest), wrong types and out-of-range values, collects every problem and raises
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -283,6 +284,27 @@ class TrainConfig:
     max_bad_steps: int = 5
     """A step whose loss or gradient norm is NaN or inf is skipped (the weights stay finite); this
     many in a row stop the run, naming the last good checkpoint."""
+    time_budget: str | float | None = None
+    """Wall-clock budget for the whole run, evaluations and the final report included: `90s`,
+    `10m`, `1.5h` or seconds. The step rate is measured over the first steps and the step count,
+    the warmup, the decay and the evaluation cadence are planned to fit, then re-planned at each
+    evaluation. It replaces `epochs`; `max_steps`, when set too, caps the plan. None: off."""
+    budget_evals: int = 4
+    """With a `time_budget` and `eval_every: 0`: how many evaluations are spread over the plan."""
+    warmup_ratio: float = 0.0
+    """Linear warmup over this share of the planned steps: the warmup for a `time_budget` (whose
+    step count is not known in advance); exclusive with `warmup_steps`."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the weights with this decay (e.g. 0.999); evaluation,
+    the best model and the export then use the averaged weights. None: off."""
+    select_by: Literal["strict", "foreground"] = "strict"
+    """Which val mIoU picks the best model: `strict` (every class, background included) or
+    `foreground` (background left out: the figure usually published for a class subset)."""
+    calibrate: bool | Literal["auto"] = "auto"
+    """After training, fit one additive logit offset per class on val (to maximise val mIoU) and fold
+    it into the classifier's bias, so every export carries it. `auto` keeps the offsets only when
+    they raise val mIoU by at least 0.5 points on the held-out val pixels; `true` keeps them
+    whatever; `false` skips it. Pixel-classifier families only (segformer, vit)."""
 
 
 @dataclass
@@ -332,6 +354,7 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     need(t.num_overlays >= 0, "train.num_overlays: must be >= 0")
     need(t.sampler_power >= 0, "train.sampler_power: must be >= 0")
     need(t.max_bad_steps >= 1, "train.max_bad_steps: must be >= 1 (non-finite steps in a row before stopping)")
+    _check_train_plan(t, m, errors)
     need(d.max_skipped >= 0 and (d.max_skipped < 1 or float(d.max_skipped).is_integer()),
          f"data.max_skipped: {d.max_skipped} is neither a count (a whole number >= 1) nor a share (0..1)")
     for name, size in (("augment.crop_size", a.crop_size), ("augment.eval_size", a.eval_size)):
@@ -354,6 +377,51 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     for cap in ("max_samples", "max_eval_samples"):
         v = getattr(r.classes, cap)
         need(v is None or v >= 1, f"classes.{cap}: must be >= 1, or null for no cap")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """`90s`, `10m`, `1.5h`, `2h30m` or a number of seconds -> seconds; ValueError otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        parts = re.fullmatch(r"((?:\d+(?:\.\d*)?|\.\d+)[hms])+", text)
+        if parts is None:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a duration") from None
+        else:
+            units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+            seconds = sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d*)?|\.\d+)([hms])", text))
+    if not seconds > 0:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds
+
+
+def _check_train_plan(t: TrainConfig, m: ModelConfig, errors: list[str]) -> None:
+    """The time budget, the warmup, EMA and calibration settings, which depend on each other."""
+    if t.time_budget is not None:
+        try:
+            parse_duration(t.time_budget)
+        except ValueError:
+            errors.append(f"train.time_budget: {t.time_budget!r} is not a duration; write e.g. 90s, 10m, 1.5h "
+                          "(or seconds), or null to train by epochs or max_steps")
+        if t.warmup_steps:
+            errors.append("train.warmup_steps: a time budget's step count is only known once it is measured; "
+                          "set train.warmup_ratio (a share of the planned steps) instead, or warmup_steps: 0")
+    if t.budget_evals < 1:
+        errors.append("train.budget_evals: must be >= 1 (evaluations spread over a time budget)")
+    if not 0 <= t.warmup_ratio < 1:
+        errors.append("train.warmup_ratio: a share of the planned steps in [0, 1)")
+    if t.warmup_ratio and t.warmup_steps:
+        errors.append("train.warmup_ratio / train.warmup_steps: set one of them, not both")
+    if t.ema_decay is not None and not 0 < t.ema_decay < 1:
+        errors.append(f"train.ema_decay: {t.ema_decay} is out of range; use a decay in (0, 1) such as 0.999, or null")
+    if t.calibrate is True and m.family in ("maskformer", "mask2former"):
+        errors.append(f"train.calibrate: {m.family} scores pixels with query probabilities, not per-pixel logits: an "
+                      "offset on its class logits passes through each query's softmax and does not shift pixel "
+                      "scores the way the fit assumes. Set train.calibrate: auto (skipped for it) or false")
 
 
 def recipe_from_dict(values: dict[str, Any]) -> Recipe:

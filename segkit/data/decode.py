@@ -159,7 +159,7 @@ def _colour_mask_to_ids(rgb: np.ndarray, palette: list[tuple[int, int, int]] | N
                         "colour of each class id so segkit can turn colours into ids.")
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in palette], dtype=np.int64)
-    order = np.argsort(keys)
+    order = np.argsort(keys, kind="stable")  # a colour listed twice maps to its first (lowest) id
     pos = np.clip(np.searchsorted(keys[order], codes), 0, len(keys) - 1)
     unknown = keys[order][pos] != codes
     if unknown.any():

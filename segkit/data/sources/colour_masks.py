@@ -6,10 +6,16 @@
 - `cvat_mask`: CVAT Segmentation mask 1.1, the same layout with RGB `SegmentationClass/` PNGs and
   `labelmap.txt` (`label:color_rgb:parts:actions`, one line per class, id = line order).
 - `colour_masks`: RGB masks with any colour table (`data.palette`): a `labelmap.txt`, a JSON/YAML
-  map name -> [r, g, b], or a preset, `cityscapes` (labels.py, classes that share a colour folded
-  into the first: `unlabeled` also covers ego vehicle, rectification border, out of roi and static;
-  `pole` covers polegroup; `car` covers license plate) or `camvid` (the 32 colours of
-  label_colors.txt). Layout: VOC's if present, else `data.images` / `data.masks` as for `folder`.
+  map name -> [r, g, b], or a preset, `cityscapes` (cityscapesScripts' labels.py: ids are its
+  labelIds, 0..33, so `classes.select: [7, 26]` is road and car as there) or `camvid` (the 32
+  colours of label_colors.txt, ids in its line order: Animal 0 .. Void 30, Wall 31). Both presets
+  are checked against the published tables (tests/test_colour_presets.py). Layout: VOC's if
+  present, else `data.images` / `data.masks` as for `folder`.
+
+Every table keeps its line order as ids. A colour already used by an earlier line cannot be told
+apart in a mask, so that line's name becomes an alias of the earlier id and its own id is never
+produced: Cityscapes' `unlabeled` (0) also covers ego vehicle, rectification border, out of roi and
+static (1..4), `pole` (17) covers polegroup (18), `car` (26) covers license plate (-1).
 
 A pixel whose colour is in no table is an error naming the colour, the file and the pixel count
 (segkit/data/decode.py); it is never made background. Colour -> id happens when a mask is read.
@@ -57,17 +63,19 @@ PRESETS = {"cityscapes": CITYSCAPES, "camvid": CAMVID}
 
 
 def fold_shared_colours(table: list[tuple[str, tuple[int, int, int]]]):
-    """(names by id, palette, aliases): a colour shared by several names is the first one's, the
-    others become its aliases, so a mask's colour always means one id."""
+    """(names by id, palette, aliases): line k of the table is id k. A colour shared by several
+    names is the first one's: the others become its aliases and their ids stay unused, so a mask's
+    colour always means one id and the published ids (Cityscapes' labelIds) stay as published."""
     names: dict[int, str] = {}
     palette: list[tuple[int, int, int]] = []
     aliases: dict[int, list[str]] = {}
     for name, colour in table:
+        colour = tuple(int(c) for c in colour)
         if colour in palette:
             aliases.setdefault(palette.index(colour), []).append(name)
-            continue
-        names[len(palette)] = name
-        palette.append(tuple(colour))
+        else:
+            names[len(palette)] = name
+        palette.append(colour)  # a repeated colour holds its id's place; decode maps it to the first id
     return names, palette, aliases
 
 

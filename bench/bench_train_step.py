@@ -30,7 +30,8 @@ def one(family: str, size: str, res: int, precision: str, batch: int, steps: int
     from segkit.config.recipe import ModelConfig
     from segkit.labels import LabelSet
     from segkit.train.losses import CrossEntropy
-    from segkit.models import build_model, upsample_scores
+    from segkit.infer.scores import upsample_scores
+    from segkit.models import build_model
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -25,7 +25,8 @@ def profile(precision: str, steps: int, workers: int, smoke: bool) -> dict[str, 
     from segkit.data import build_data
     from segkit.data.loaders import build_train_loader
     from segkit.train.losses import build_loss
-    from segkit.models import build_model, upsample_scores
+    from segkit.infer.scores import upsample_scores
+    from segkit.models import build_model
     from segkit.train.optim import build_optimizer
 
     sets = [f"data.path={SHARED / 'camvid'}", f"train.num_workers={workers}"]

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from segkit.config.recipe import LossConfig, ModelConfig, load_recipe
 from segkit.labels import LabelSet
-from segkit.models import FAMILIES, ModelError, build_model, load_model, to_scores, upsample_scores
+from segkit.infer.scores import upsample_scores
+from segkit.models import FAMILIES, ModelError, build_model, load_model, to_scores
 from segkit.models.maskformer import semantic_to_targets
 
 LABELS = LabelSet(names=("background", "car", "person"), background=0)

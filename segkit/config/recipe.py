@@ -268,8 +268,13 @@ class TrainConfig:
     """Stop after this many evaluations without a better mIoU; 0 turns it off."""
     seed: int = 0
     """Seed for weights, data order and augmentation."""
-    num_workers: int = 2
-    """DataLoader worker processes."""
+    num_workers: int | Literal["auto"] = "auto"
+    """DataLoader worker processes per training process. `auto`: the cores this process may run
+    on (its CPU affinity, shared by the processes `accelerate launch` started on this machine),
+    less one for the process itself, at least 1. They persist across epochs and evaluations; each
+    holds a copy of the dataset object and its prefetched batches, so lower it when memory is short."""
+    prefetch_factor: int = 2
+    """Batches each worker keeps ready ahead of the step (DataLoader `prefetch_factor`)."""
     log_every: int = 10
     """Log loss and lr every N optimizer steps."""
     tracker: Literal["tensorboard", "wandb", "none"] = "tensorboard"
@@ -349,7 +354,8 @@ def _check_ranges(r: Recipe, errors: list[str]) -> None:
     need(t.checkpoint_every >= 0, "train.checkpoint_every: must be >= 0 (0 = with each evaluation)")
     need(t.keep_last >= 1, "train.keep_last: must be >= 1")
     need(t.early_stopping >= 0, "train.early_stopping: must be >= 0 (0 = off)")
-    need(t.num_workers >= 0, "train.num_workers: must be >= 0")
+    need(t.num_workers == "auto" or t.num_workers >= 0, "train.num_workers: must be >= 0, or auto")
+    need(t.prefetch_factor >= 1, "train.prefetch_factor: must be >= 1")
     need(t.log_every >= 1, "train.log_every: must be >= 1")
     need(t.num_overlays >= 0, "train.num_overlays: must be >= 0")
     need(t.sampler_power >= 0, "train.sampler_power: must be >= 0")
@@ -418,7 +424,7 @@ def _check_train_plan(t: TrainConfig, m: ModelConfig, errors: list[str]) -> None
         errors.append("train.warmup_ratio / train.warmup_steps: set one of them, not both")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         errors.append(f"train.ema_decay: {t.ema_decay} is out of range; use a decay in (0, 1) such as 0.999, or null")
-    if t.calibrate is True and m.family in ("maskformer", "mask2former"):
+    if t.calibrate is True and m.family in FAMILIES and FAMILIES[m.family].query_based:
         errors.append(f"train.calibrate: {m.family} scores pixels with query probabilities, not per-pixel logits: an "
                       "offset on its class logits passes through each query's softmax and does not shift pixel "
                       "scores the way the fit assumes. Set train.calibrate: auto (skipped for it) or false")

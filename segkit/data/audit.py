@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from segkit.config.recipe import Recipe
-from segkit.data.classes import Selection, describe, select_classes
+from segkit.data.classes import Selection, describe_selection, select_classes
 from segkit.data.dataset import STREAM_STATS_ROWS, capped_rows
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
@@ -150,7 +150,7 @@ def inspect_recipe(recipe: Recipe, output_dir: Path) -> AuditReport:
     """Audit every split of the recipe's data; write `output_dir/samples.png`."""
     source = load_source(recipe.data, keep_faults=True)
     selection = select_classes(source, recipe.classes)
-    report = AuditReport(f"{source.name} ({recipe.data.format})", selection.labels, describe(selection, source), {}, [], [])
+    report = AuditReport(f"{source.name} ({recipe.data.format})", selection.labels, describe_selection(selection, source), {}, [], [])
     report.fatal += [f"export: {f}" for f in source.faults]  # annotation exports: found while rasterising
     report.warnings += [f"export: {w}" for w in source.warnings]
     shown: list = []

@@ -219,7 +219,7 @@ def select_classes(source: Source, cfg: ClassesConfig) -> Selection:
     return Selection(labels, lut, source_ids, tuple(unknown) if source.class_names else ())
 
 
-def describe(selection: Selection, source: Source) -> str:
+def describe_selection(selection: Selection, source: Source) -> str:
     """One line per training class with the source classes it takes, for logs and reports."""
     lines = []
     for train_id, name in enumerate(selection.labels.names):

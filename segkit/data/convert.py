@@ -19,11 +19,9 @@ from tqdm.auto import tqdm
 
 from segkit.config.recipe import DataConfig
 from segkit.data.decode import location, read_label, undecoded
+from segkit.data.source import HUB_SPLIT_NAMES
 from segkit.data.sources.annotated import save_label
 from segkit.data.sources.hub_datasets import load_source
-
-HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
-
 
 def convert(cfg: DataConfig, output: Path, hub: bool = False) -> Path:
     """Write every split of `cfg`'s source under `output`; returns `output`."""
@@ -53,5 +51,5 @@ def convert(cfg: DataConfig, output: Path, hub: bool = False) -> Path:
                                              "label": [{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p in labels]},
                                             features=features)
             (output / "data").mkdir(exist_ok=True)
-            ds.to_parquet(str(output / "data" / f"{HUB_SPLITS[split]}-00000-of-00001.parquet"))
+            ds.to_parquet(str(output / "data" / f"{HUB_SPLIT_NAMES[split]}-00000-of-00001.parquet"))
     return output

@@ -21,6 +21,8 @@ from segkit.data.errors import DataError
 Split = datasets.Dataset | datasets.IterableDataset
 SPLITS = ("train", "val", "test")
 """segkit's split names, in the order they are used."""
+HUB_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+"""What the Hub's datasets call them (ADE20K's parquet export, datasets' own conventions)."""
 SPLIT_ALIASES = dict(zip(SPLITS, (("train", "training"), ("validation", "val", "valid"), ("test", "testing"))))
 """segkit split name -> source split names it is found under, in order of preference."""
 IMAGE_COLUMNS = ("image", "pixel_values", "img")

@@ -15,10 +15,7 @@ from segkit.config.recipe import Recipe
 from segkit.data.sources.hub_datasets import ADE20K_DATA_DIR, ADE20K_REVISION, PRESET_REPOS
 from segkit.labels import LabelSet
 from segkit.models.locate import looks_local
-
-PIPELINE_SUBTASK = {"maskformer": "semantic", "mask2former": "semantic"}
-"""Families whose image processors default to panoptic post-processing in `pipeline`."""
-
+from segkit.models.registry import FAMILIES
 
 def dataset_id(recipe: Recipe) -> str | None:
     """The Hub dataset a recipe trained on, when it names one (a preset, or a repo id)."""
@@ -110,7 +107,8 @@ def _mapping(labels: LabelSet) -> list[str]:
 def _usage(repo: str, family: str, pipeline_ready: bool, exact: bool) -> list[str]:
     lines = ["## Use", ""]
     if pipeline_ready:
-        subtask = PIPELINE_SUBTASK.get(family)
+        # query-based families' processors default to panoptic post-processing in `pipeline`
+        subtask = "semantic" if family in FAMILIES and FAMILIES[family].query_based else None
         lines += ["```python", "from transformers import pipeline", "",
                   f'segmenter = pipeline("image-segmentation", model="{repo}")',
                   'segments = segmenter("photo.jpg"' + (f', subtask="{subtask}"' if subtask else "") + ")",

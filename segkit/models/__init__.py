@@ -6,16 +6,15 @@ hf.py (checkpoint plumbing), locate.py (Hub id or folder), head_init.py (a new h
 checkpoint's rows) -> one module per family: segformer.py, maskformer.py (+ Mask2Former),
 vit.py (UperNet) + vit_linear.py -> outputs.py (any family's output -> (B, C, h, w) scores).
 
-The public names below load on first use, so that the recipe can read the registry without
-importing the families.
+The public names below load on first use: the recipe reads the registry while it is being
+defined, and the families need the recipe's types, so this package imports nothing at load.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FAMILIES", "ModelError", "SegModel", "SegOutput", "build_model", "load_model", "to_scores",
-           "upsample_scores"]
+__all__ = ["FAMILIES", "ModelError", "SegModel", "SegOutput", "build_model", "load_model", "to_scores"]
 
 _PUBLIC = {
     "FAMILIES": "segkit.models.registry",
@@ -25,7 +24,6 @@ _PUBLIC = {
     "build_model": "segkit.models.build",
     "load_model": "segkit.models.build",
     "to_scores": "segkit.models.outputs",
-    "upsample_scores": "segkit.infer.scores",
 }
 
 

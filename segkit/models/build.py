@@ -5,22 +5,32 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
+from segkit.models import vit
 from segkit.models.base import ModelError, SegModel
 from segkit.models.locate import resolve_model_dir
-from segkit.models.registry import FAMILIES, Family, family_of, unknown_family
+from segkit.models.maskformer import Mask2FormerSeg, MaskFormerSeg
+from segkit.models.registry import FAMILIES, family_of, unknown_family
+from segkit.models.segformer import SegformerSeg
 
 log = logging.getLogger(__name__)
 
 
-def _family(name: str | None) -> Family:
-    if name not in FAMILIES:
+BUILDERS: dict[str, Any] = {b.family: b for b in (SegformerSeg, MaskFormerSeg, Mask2FormerSeg, vit)}
+"""Family name (segkit.models.registry) -> what builds it: `build(cfg, labels, loss, spec)` and
+`load(folder)`, as classmethods of the family's SegModel or functions of its module (vit, whose
+two heads are two classes)."""
+
+
+def _builder(name: str | None) -> Any:
+    if name not in BUILDERS:
         raise ModelError(unknown_family(name))
-    return FAMILIES[name]
+    return BUILDERS[name]
 
 
 def build_model(cfg: ModelConfig, labels: LabelSet, loss: LossConfig | None = None,
@@ -31,11 +41,11 @@ def build_model(cfg: ModelConfig, labels: LabelSet, loss: LossConfig | None = No
     (or more, or fewer) keeps its backbone and gets a fresh classifier. `spec` says how images are
     fed outside training (`augment.eval_mode`); the saved image processor follows it.
     """
-    family = _family(cfg.family)
+    builder = _builder(cfg.family)
     if bool(cfg.checkpoint) == bool(cfg.size):
         raise ModelError("Set exactly one of model.checkpoint (a Hub id or folder, e.g. "
-                         f"{family.default_checkpoint}) and model.size (random weights, e.g. tiny).")
-    model = family.build()(cfg, labels, loss or LossConfig(), spec or InputSpec("none"))
+                         f"{FAMILIES[cfg.family].default_checkpoint}) and model.size (random weights, e.g. tiny).")
+    model = builder.build(cfg, labels, loss or LossConfig(), spec or InputSpec("none"))
     _apply_switches(model, cfg)
     model.freeze_never_used()  # several processes need a gradient for every trainable parameter
     return model.train()
@@ -52,7 +62,7 @@ def load_model(path: str | Path, revision: str | None = None, token: str | bool 
     if name is None:
         raise ModelError(f"{path}: model_type '{config.get('model_type')}' is not a segkit family "
                          f"({', '.join(FAMILIES)}).")
-    return _family(name).load()(folder).eval()
+    return _builder(name).load(folder).eval()
 
 
 def _apply_switches(model: SegModel, cfg: ModelConfig) -> None:

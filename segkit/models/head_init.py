@@ -124,7 +124,7 @@ class CheckpointNames:
         return None
 
 
-def describe(rows: list[list[int]], carried: CarriedHead, labels: LabelSet) -> str:
+def describe_carry(rows: list[list[int]], carried: CarriedHead, labels: LabelSet) -> str:
     """One banner line: which classes start from which checkpoint classes."""
     parts = []
     for name, members in zip(labels.names, rows):

@@ -1,25 +1,20 @@
 """The one table of model families. Recipe validation, "did you mean" errors, reading a saved
 model's family from its config.json and the README's family table all come from `FAMILIES`.
 
-This module imports nothing heavy, so the recipe can check `model.family` against it at load; a
-family's code is imported only when a model of it is built or loaded.
+Plain data that imports nothing, so the recipe can check `model.family` against it at load;
+`segkit.models.build` binds each name to the code that builds and loads it.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
-    builder: str
-    """"module:attribute" of `build(cfg, labels, loss, spec) -> SegModel`."""
-    loader: str
-    """"module:attribute" of `load(folder) -> SegModel` (a folder with config.json)."""
     default_checkpoint: str
     """The Hub id recipes start from by default; also the example in error messages."""
     model_types: tuple[str, ...]
@@ -29,37 +24,26 @@ class Family:
     has_own_loss: bool = False
     """Trains on its own loss (MaskFormer's and Mask2Former's set losses); otherwise the trainer
     applies segkit's pixel loss (`loss.*`) to the scores. `SegModel.has_own_loss` reads this."""
-
-    def build(self) -> Callable[..., Any]:
-        return _resolve(self.builder)
-
-    def load(self) -> Callable[..., Any]:
-        return _resolve(self.loader)
+    query_based: bool = False
+    """Scores pixels with class queries times mask queries (MaskFormer, Mask2Former): its scores
+    are probabilities, not per-pixel logits, and transformers' `pipeline` needs
+    `subtask="semantic"` for it."""
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("segformer", "segkit.models.segformer:SegformerSeg.build", "segkit.models.segformer:SegformerSeg.load",
-           "nvidia/mit-b0", ("segformer",), "the light default: fast, any input size, CPU-friendly"),
-    Family("maskformer", "segkit.models.maskformer:MaskFormerSeg.build", "segkit.models.maskformer:MaskFormerSeg.load",
-           "facebook/maskformer-swin-base-ade", ("maskformer",),
-           "the strongest start for ADE-like scenes: its pixel decoder already knows 150 classes", has_own_loss=True),
-    Family("mask2former", "segkit.models.maskformer:Mask2FormerSeg.build",
-           "segkit.models.maskformer:Mask2FormerSeg.load", "facebook/mask2former-swin-base-ade-semantic",
-           ("mask2former",), "as MaskFormer, with masked attention: better small objects", has_own_loss=True),
-    Family("vit", "segkit.models.vit:build", "segkit.models.vit:load", "facebook/dinov2-small",
+    Family("segformer", "nvidia/mit-b0", ("segformer",), "the light default: fast, any input size, CPU-friendly"),
+    Family("maskformer", "facebook/maskformer-swin-base-ade", ("maskformer",),
+           "the strongest start for ADE-like scenes: its pixel decoder already knows 150 classes", has_own_loss=True, query_based=True),
+    Family("mask2former", "facebook/mask2former-swin-base-ade-semantic",
+           ("mask2former",), "as MaskFormer, with masked attention: better small objects", has_own_loss=True,
+           query_based=True),
+    Family("vit", "facebook/dinov2-small",
            ("vit", "dinov2", "dinov2_with_registers", "segkit-vit", "upernet"),
            "strong frozen or lightly tuned features (DINOv2 or ViT encoder, UperNet or linear head)"),
 )}
 
 VIT_BACKBONES = ("dinov2", "dinov2_with_registers")
 """UperNet backbones the vit family builds and loads (UperNet on ConvNeXt or Swin is no vit)."""
-
-
-def family(name: str | None) -> Family:
-    """The family called `name`; an unknown name is a ValueError listing the choices."""
-    if name not in FAMILIES:
-        raise ValueError(unknown_family(name))
-    return FAMILIES[name]
 
 
 def unknown_family(name: str | None) -> str:
@@ -77,11 +61,3 @@ def family_of(config_dict: dict[str, Any]) -> str | None:
         backbone = (config_dict.get("backbone_config") or {}).get("model_type")
         return "vit" if backbone in VIT_BACKBONES else None
     return next((f.name for f in FAMILIES.values() if kind in f.model_types), None)
-
-
-def _resolve(path: str) -> Callable[..., Any]:
-    module, _, attr = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj

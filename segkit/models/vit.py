@@ -38,7 +38,9 @@ from segkit.models.vit_linear import ViTLinearSeg, encoder_from_config
 
 log = logging.getLogger("segkit.models")
 
-DEFAULT_CHECKPOINT = FAMILIES["vit"].default_checkpoint
+family = "vit"
+"""This module is the vit family's builder (segkit.models.build): `build` and `load` below."""
+DEFAULT_CHECKPOINT = FAMILIES[family].default_checkpoint
 ENCODERS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=8, image_size=64),
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14,

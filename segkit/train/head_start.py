@@ -10,7 +10,7 @@ from segkit.config.recipe import Recipe
 from segkit.data import DataBundle
 from segkit.infer.scores import eval_transform, group_by_shape
 from segkit.models.base import SegModel
-from segkit.models.head_init import carries, describe, install
+from segkit.models.head_init import carries, describe_carry, install
 
 HEAD_FIT_IMAGES = 16
 """Training images whose features fit a classifier built from the checkpoint's (head_init.py)."""
@@ -34,4 +34,4 @@ def carry_head(model: SegModel, data: DataBundle, recipe: Recipe) -> tuple[str |
     inputs = [transform(split.raw(i)[0]) for i in range(min(HEAD_FIT_IMAGES, len(split)))]
     install(model, carried, rows, (torch.stack([inputs[i] for i in g]) for g in group_by_shape(inputs)),
             seed=recipe.train.seed)
-    return describe(rows, carried, data.labels), True
+    return describe_carry(rows, carried, data.labels), True

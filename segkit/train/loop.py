@@ -28,9 +28,11 @@ from segkit.train.guard import RunStopped, StepGuard, all_finite, halt_message, 
 from segkit.train.lost_workers import lost_worker_message, worker_was_killed
 from segkit.train.space import dir_bytes, free_bytes, human, not_enough_space, tensor_bytes, write_failed
 from segkit.data.skips import SkipLog
+from segkit.data.source import SPLITS
 from segkit.config.recipe import InputSpec, Recipe, TrainConfig, hw, save_recipe
 from segkit.data import DataBundle, build_data, load_source, select_classes
 from segkit.data.loaders import build_train_loader, eval_loader
+from segkit.data.pixels import DeviceNormalise
 from segkit.evaluation.scoring import evaluate, report_splits
 from segkit.infer.scores import eval_transform
 from segkit.train.losses import SegLoss, build_loss
@@ -75,6 +77,8 @@ class Trainer:
     """The non-finite guard (train/guard.py); `fit` builds it with the resumed counts."""
     skips: SkipLog | None = None
     """Unreadable training samples met so far (RUN/skipped.csv); `fit` builds it."""
+    normalise: DeviceNormalise | None = None
+    """The model's mean/std applied to the uint8 batches on the device (segkit.data.pixels)."""
 
     @property
     def cfg(self) -> TrainConfig:
@@ -113,10 +117,12 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
         write_json(run.stats, data.stats.to_dict())
         print(banner(recipe, data, model, accelerator, criterion, threads, precision, head), flush=True)
 
-    loader, items, sampler = build_train_loader(data, cfg)
+    pin = accelerator.device.type == "cuda"  # pinned batches make accelerate's copies non-blocking
+    loader, items, sampler = build_train_loader(data, cfg, pin_memory=pin, targets=model.train_targets())
     batch = cfg.eval_batch_size or cfg.batch_size
     val_loader = None if data.val is None else eval_loader(
-        data.val, batch, cfg.num_workers, accelerator.process_index, accelerator.num_processes)
+        data.val, batch, cfg.num_workers, accelerator.process_index, accelerator.num_processes, pin_memory=pin,
+        persistent=True)
     optimizer = build_optimizer(model, cfg)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         # Small per-GPU batches make per-process BatchNorm statistics noisy (SegFormer's and the vit
@@ -149,7 +155,8 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     return Trainer(recipe=recipe, run=run, accelerator=accelerator, model=prepared, optimizer=optimizer,
                    scheduler=scheduler, criterion=criterion, loader=loader, items=items, sampler=sampler,
                    val_loader=val_loader, data=data, total_steps=total_steps, epochs=epochs, state=state,
-                   stop=StopRequest(), eval_at_start=at_start)
+                   stop=StopRequest(), eval_at_start=at_start,
+                   normalise=DeviceNormalise(model.image_mean, model.image_std))
 
 
 def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
@@ -169,13 +176,17 @@ def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
 def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """One forward/backward; the optimizer steps only when accumulation is complete, and only
     when the loss and the gradient norm are finite (train/guard.py: no host sync on a GPU)."""
-    labels, guard = batch["labels"], _guard(t)
+    # uint8 crops and labels come off the (pinned, non-blocking) copy; widening and normalising
+    # them here is elementwise work on the device, not a sync
+    labels, guard = batch["labels"].long(), _guard(t)
+    pixels = t.normalise(batch["pixel_values"]) if t.normalise is not None else batch["pixel_values"]
+    targets = {k: batch[k] for k in ("mask_labels", "class_labels") if k in batch}  # built in the collate
     guard.before_forward(t.model)
     with t.accelerator.accumulate(t.model):
         if t.criterion is None:
-            loss = t.model(batch["pixel_values"], labels=labels).loss
+            loss = t.model(pixels, labels=labels, **targets).loss
         else:
-            scores = t.model(batch["pixel_values"]).scores
+            scores = t.model(pixels).scores
             loss = t.criterion(upsample_scores(scores, labels.shape[-2:]).float(), labels)
         t.accelerator.backward(loss)
         guard.add_loss(loss)
@@ -337,7 +348,7 @@ def lost_worker(t: Trainer, error: BaseException, at_step: int) -> str:
         log.error("%s", e)
     if t.accelerator.is_main_process:
         t.run.log({"step": s.step, "event": "stopped", "reason": "worker_lost"})
-    return lost_worker_message(error, s.step, saved, t.cfg.num_workers, t.cfg.batch_size)
+    return lost_worker_message(error, s.step, saved, t.loader.num_workers, t.cfg.batch_size)
 
 
 def after_step(t: Trainer, loss: torch.Tensor, bar: tqdm, images: int, started: float) -> bool:
@@ -437,7 +448,7 @@ def finish(t: Trainer) -> dict[str, dict[str, Any]]:
     """Reload the exported model from disk (what users will load) and report on val and test."""
     t.accelerator.wait_for_everyone()
     model = load_model(t.run.model).to(t.accelerator.device)
-    splits = [s for s in ("val", "test") if getattr(t.data, s) is not None]
+    splits = [s for s in SPLITS if s != "train" and getattr(t.data, s) is not None]
     if not splits:
         return {}
     extra = {"best_step": t.state.best_step, "steps": t.state.step, "recipe": t.recipe.name,

@@ -24,8 +24,8 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from segkit.config.recipe import DataConfig
 from segkit.data.errors import DataError
 from segkit.data.sources.folder import folder_source, folder_splits
-from segkit.data.source import (Source, class_names_for, detect_columns, hold_out_val, pick_splits,
-                                unlabeled_ids)
+from segkit.data.source import (HUB_SPLIT_NAMES, Source, Split, class_names_for, detect_columns, hold_out_val,
+                                pick_splits, unlabeled_ids)
 from segkit.data.sources.synthetic import synthetic_source
 from segkit.data.sources.exports import EXPORT_LOADERS
 from segkit.hub.explain import NETWORK_ERRORS, explain
@@ -185,7 +185,8 @@ def _ade20k(cfg: DataConfig) -> Source:
         revision = cfg.revision or (ADE20K_REVISION if official else None)
         data_dir = cfg.data_dir or (ADE20K_DATA_DIR if official or (local / ADE20K_DATA_DIR).is_dir() else None)
         try:
-            splits = _hub_splits(cfg, path, "ade20k", {"train": "train", "val": "validation"}, revision, data_dir)
+            annotated = {k: v for k, v in HUB_SPLIT_NAMES.items() if k != "test"}  # ADE's test has no masks
+            splits = _hub_splits(cfg, path, "ade20k", annotated, revision, data_dir)
         except DataError as e:
             raise DataError(
                 f"{e}\nAlternatives: a parquet mirror of scene_parse_150 (`data.path: <repo id>`), or the "

@@ -50,3 +50,10 @@ def test_a_val_held_out_of_train_says_so():
     named = front_matter(recipe({"format": "folder", "path": "camvid", "splits": {"train": "train", "val": "val"}}),
                          METRICS, LABELS, "me/m", None, True)
     assert dataset_of(named)["split"] == "val"
+
+
+def test_the_card_body_says_val_was_held_out_of_train():
+    held = model_card(recipe({"format": "sidewalk", "val_fraction": 0.1}), METRICS, LABELS, {"model_type": "segformer"})
+    assert "held out of the dataset's train split (10% of it, seed 0)" in held
+    own = model_card(recipe({"format": "ade20k"}), METRICS, LABELS, {"model_type": "segformer"})
+    assert "held out" not in own

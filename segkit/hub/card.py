@@ -151,6 +151,9 @@ def model_card(recipe: Recipe, metrics: dict, labels: LabelSet, config: dict[str
         f"Semantic segmentation of **{', '.join(labels.names)}**: a {family} model {origin} on {data}, with segkit.", "",
         *_mapping(labels),
         f"## Results on {split}", "",
+        *([f"The {split} split was held out of the dataset's train split ({recipe.data.val_fraction:.0%} of it, "
+           f"seed {recipe.data.seed}): the dataset has no {split} split of its own.", ""]
+          if split == "val" and recipe.data.val_fraction > 0 and held_out(recipe) else []),
         f"mIoU {_fmt(strict.get('mIoU'))} over all {labels.num_classes} classes"
         + (f"; {_fmt(fg.get('mIoU'))} over the foreground classes (background ignored), which is how subsets "
            "are usually reported" if labels.background is not None else "") + ".", "",

@@ -44,8 +44,9 @@ def test_augmented_masks_hold_only_chosen_ids_and_255(source):
     for k in range(60):
         ds.reseed(k)
         item = ds[k % len(ds)]
-        assert item["pixel_values"].shape == (3, 40, 40) and item["pixel_values"].dtype == torch.float32
-        assert item["labels"].shape == (40, 40) and item["labels"].dtype == torch.int64
+        # uint8 on the wire, normalised on the device (segkit.data.pixels)
+        assert item["pixel_values"].shape == (3, 40, 40) and item["pixel_values"].dtype == torch.uint8
+        assert item["labels"].shape == (40, 40) and item["labels"].dtype == torch.uint8
         seen |= set(item["labels"].unique().tolist())
     assert seen <= {0, 1, 2, 255}
     assert {0, 1, 2, 255} <= seen  # pads and rotations did write 255, and the classes survived

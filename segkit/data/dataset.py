@@ -21,6 +21,7 @@ from segkit.data.augment import EvalTransform, build_transforms, reseed_transfor
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
+from segkit.data.pixels import hwc_to_chw_uint8
 from segkit.data.source import Source
 from segkit.data.sources.hub_datasets import load_source
 from segkit.data.stats import ClassStats, cached_stats, compute_stats
@@ -62,8 +63,11 @@ class _Rows:
 
 def _item(image: Image.Image, labels: np.ndarray, transform: Any, train: bool, index: int) -> dict[str, Any]:
     if train:
+        # uint8 on the wire, normalised on the device (segkit.data.pixels); labels stay uint8 too,
+        # since every training id is below 255 and 255 means ignored
         out = transform(image=np.asarray(image), mask=labels)
-        return {"pixel_values": out["image"].float(), "labels": out["mask"].long(), "index": index}
+        return {"pixel_values": hwc_to_chw_uint8(out["image"]), "labels": torch.from_numpy(np.ascontiguousarray(out["mask"])),
+                "index": index}
     # the label is not resized: scoring happens at its own size (segkit.infer.scores)
     return {"pixel_values": transform(image), "labels": torch.from_numpy(labels).long(), "index": index}
 
@@ -71,8 +75,10 @@ def _item(image: Image.Image, labels: np.ndarray, transform: Any, train: bool, i
 class SegmentationDataset(torch.utils.data.Dataset):
     """One split of a source, with class selection and augmentation applied per item.
 
-    Items: `pixel_values` float32 (3, h, w), `labels` int64 (H, W) training ids with 255 ignored,
-    `index` the row number. Evaluation items keep `labels` at the image's original size.
+    Training items: `pixel_values` uint8 (3, h, w), `labels` uint8 (h, w) training ids with 255
+    ignored (normalised and widened on the device: segkit.data.pixels), `index` the row number.
+    Evaluation items: `pixel_values` float32 from the model's processor, `labels` int64 at the
+    image's original size.
     """
 
     def __init__(self, rows: datasets.Dataset, selection: Selection, transform: Any, train: bool,
@@ -148,6 +154,24 @@ def train_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(good) < len(items):
         batch["skipped"] = [(int(it["index"]), it["skipped"]) for it in items if "skipped" in it]
     return batch
+
+
+class TargetCollate:
+    """`train_collate`, plus per-image targets made on the CPU by `build(labels)`: for MaskFormer
+    and Mask2Former, `mask_labels` [n_present, H, W] bool and `class_labels` [n_present] int64
+    (`segkit.models.maskformer.SemanticTargets`). In a worker, that work overlaps the device's
+    step; on the device it needed two host syncs per image (the unique ids and the indexing)."""
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = train_collate(items)
+        if "labels" in batch:
+            pairs = [self.build(labels) for labels in batch["labels"]]
+            batch["mask_labels"] = [masks for masks, _ in pairs]
+            batch["class_labels"] = [ids for _, ids in pairs]
+        return batch
 
 
 def eval_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ every time it is drawn. Every draw here seeds itself with `mix_seed`.
 - `image_weights` + `RareClassSampler` (`train.sampler: rare`): draw images that contain rare
   classes more often. Use when a class appears in only a few images, so that uniform epochs show it
   too rarely for the model to learn it, whatever the loss.
-- `EpochSeededItems`: reseeds the augmentation of every item.
+- `EpochTagged` + `EpochSeededItems`: the epoch travels with every index (persistent workers
+  never see a `set_epoch`), and each item's augmentation is reseeded from it.
 - `worker_init_fn`: a stream has no item index, so each worker reseeds once from its torch seed.
 """
 
@@ -134,24 +135,52 @@ class RareClassSampler(torch.utils.data.Sampler[int]):
         return self.num_samples
 
 
+class EpochTagged(Sampler[tuple[int, int]]):
+    """Yields (epoch, index) for the wrapped sampler's indices: the epoch travels with each index.
+
+    Persistent DataLoader workers keep the copy of the dataset they were forked with, so a
+    `set_epoch` on the main process's items never reaches them; the sampler runs on the main
+    process, so what it yields does. `EpochSeededItems` reads the epoch from the key.
+    """
+
+    def __init__(self, sampler: Any):
+        self.sampler = sampler
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.sampler.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 class EpochSeededItems(Dataset):
     """Reseeds the wrapped dataset's augmentation for every item from (seed, epoch, index).
 
     Also fixes albumentations' worker problem: with one fixed seed, every DataLoader worker would
-    otherwise repeat the same crops.
+    otherwise repeat the same crops. Keys are `(epoch, index)` from `EpochTagged` (what persistent
+    workers need), or a plain index, read with the epoch of the last `set_epoch`.
     """
 
     def __init__(self, dataset: Any, seed: int):
         self.dataset, self.seed, self.epoch = dataset, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch  # read by workers: they get a fresh copy of this object each epoch
+        self.epoch = epoch  # for plain-index keys only: persistent workers never see this copy
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        self.dataset.reseed(mix_seed(self.seed, self.epoch, index) % 2**31)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        self.dataset.reseed(mix_seed(self.seed, epoch, index) % 2**31)
         return self.dataset[index]
 
 

@@ -121,6 +121,12 @@ class SegModel(nn.Module):
                 (backbone if id(p) in in_backbone else head).append(p)
         return backbone, head
 
+    def train_targets(self) -> Any:
+        """A picklable `labels (H, W) uint8 -> targets` builder that the training collate runs on
+        the CPU, for families that train on something other than the label map; None otherwise.
+        Its outputs reach `forward` as keyword arguments (MaskFormer's `mask_labels`, `class_labels`)."""
+        return None
+
     def freeze_never_used(self) -> list[str]:
         """Freeze the parameters named by `never_used`; returns their names."""
         names = [n for n, p in self.named_parameters() if n.endswith(self.never_used) and p.requires_grad]

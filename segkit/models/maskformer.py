@@ -94,6 +94,23 @@ def semantic_to_targets(labels: torch.Tensor, num_classes: int) -> tuple[list[to
     return mask_labels, class_labels
 
 
+class SemanticTargets:
+    """`semantic_to_targets` for one (H, W) map on the CPU, in the training collate (picklable, so
+    DataLoader workers run it): `mask_labels` [n_present, H, W] bool, 1 byte a pixel on the wire
+    and made float on the device, and `class_labels` [n_present] int64, the present ids in
+    increasing order as `torch.unique` gives them. The set loss is then the same to the bit, and
+    the step needs no per-image host sync for its targets."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = seg.reshape(-1).to(torch.int64)
+        counts = torch.bincount(flat, minlength=256)[: self.num_classes]  # 255 (ignored) is never a class
+        ids = torch.nonzero(counts).flatten()
+        return seg[None] == ids.to(seg.dtype)[:, None, None], ids
+
+
 class _QuerySeg(HFSegModel):
     """Shared by MaskFormer and Mask2Former; subclasses name the classes and config fields."""
 
@@ -112,11 +129,20 @@ class _QuerySeg(HFSegModel):
     head_sizes: dict[str, dict[str, Any]]
     """Decoder settings per size (beside the Swin backbone); {} keeps the transformers defaults."""
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> SegOutput:
+    def train_targets(self) -> SemanticTargets:
+        return SemanticTargets(self.labels.num_classes)
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
+                mask_labels: list[torch.Tensor] | None = None,
+                class_labels: list[torch.Tensor] | None = None) -> SegOutput:
+        """Scores without labels; the set loss with `labels`, or with the targets the training
+        collate built (`SemanticTargets`), which then need no work here."""
         pixel_values = self.check_input(pixel_values)
-        if labels is None:
+        if labels is None and mask_labels is None:
             return SegOutput(scores=self.semantic_scores(self.model(pixel_values=pixel_values)))
-        mask_labels, class_labels = semantic_to_targets(labels, self.labels.num_classes)
+        if mask_labels is None:
+            mask_labels, class_labels = semantic_to_targets(labels, self.labels.num_classes)
+        mask_labels = [m.float() for m in mask_labels]  # as semantic_to_targets makes them
         out = self.model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels)
         return SegOutput(scores=None, loss=out.loss)  # training reads only the set loss
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
 from segkit.config.recipe import TrainConfig
 from segkit.precision import Precision, default_cache, resolve, step_probe
@@ -49,6 +49,8 @@ def make_accelerator(cfg: TrainConfig, run: RunFolder, precision: Precision) -> 
         log_with=None if cfg.tracker == "none" else cfg.tracker,
         project_dir=str(run.root),
         step_scheduler_with_optimizer=False,  # we step it once per optimizer step, on every process count
+        # host-to-device copies of the (pinned, on CUDA) batches overlap the step before them
+        dataloader_config=DataLoaderConfiguration(non_blocking=not on_cpu),
     )
 
 

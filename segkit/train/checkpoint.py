@@ -55,6 +55,8 @@ class TrainerState:
     """The global position: samples of `epoch` consumed by all processes together
     (batches_in_epoch x batch_size x world_size). Resuming on another number of processes
     continues from it (`fit_to_layout`)."""
+    plan: dict[str, Any] | None = None
+    """A time budget's plan (train/time_budget.py `Plan`): the schedule and the budget left resume from it."""
     labels: dict[str, Any] = field(default_factory=dict)
     """A record of the label set the weights were trained for (the class selection owns it); resuming
     with another one is refused."""

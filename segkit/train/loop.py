@@ -7,6 +7,8 @@ resumable exactly (checkpoint.py, data/sampling.py); SIGINT/SIGTERM save one and
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
@@ -44,6 +46,11 @@ from segkit.train.optim import build_optimizer, build_scheduler
 from segkit.evaluation.report import summary_line
 from segkit.run_folder import RunFolder, replace_dir, temp_dir_for, write_json
 from segkit.train.runtime import StopRequest, choose_precision, make_accelerator, prepare_run, size_threads
+from segkit.config.recipe import parse_duration
+from segkit.train.calibrate import calibrate_run
+from segkit.train.calibrate import describe as describe_calibration
+from segkit.train.ema import WeightEMA
+from segkit.train.time_budget import PROBE_SKIP, PROBE_STEPS, BudgetClock, Plan
 
 log = logging.getLogger("segkit")
 
@@ -77,6 +84,12 @@ class Trainer:
     """The non-finite guard (train/guard.py); `fit` builds it with the resumed counts."""
     skips: SkipLog | None = None
     """Unreadable training samples met so far (RUN/skipped.csv); `fit` builds it."""
+    budget: BudgetClock | None = None
+    """`train.time_budget`'s clock and plan (train/time_budget.py); None trains by epochs or steps."""
+    ema: WeightEMA | None = None
+    """The weight average (`train.ema_decay`): what evaluation scores and export writes."""
+    started: float = 0.0
+    """time.perf_counter() when `train` began: the start of the budget and of `elapsed_s`."""
     normalise: DeviceNormalise | None = None
     """The model's mean/std applied to the uint8 batches on the device (segkit.data.pixels)."""
 
@@ -133,17 +146,30 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     # accelerate's sharding drops what does not fill a batch on every process.
     streamed = isinstance(data.train, IterableDataset)
     total_steps, epochs = budget(cfg, None if streamed else len(loader))
-    scheduler = accelerator.prepare(build_scheduler(optimizer.optimizer, cfg, total_steps))
+    plan = Plan(parse_duration(cfg.time_budget)) if cfg.time_budget is not None else None
+    if plan is not None:
+        total_steps, epochs = plan.total, 10**9  # until the plan is measured; then the clock decides
+    scheduler = accelerator.prepare(build_scheduler(optimizer.optimizer, cfg, total_steps, plan))
     if accelerator.is_main_process:
-        print(f"  budget   {total_steps} optimizer steps ({epochs} epochs), batch {cfg.batch_size} x "
+        length = (f"time {cfg.time_budget}: the step rate is measured over steps {PROBE_SKIP + 1}-"
+                  f"{PROBE_SKIP + PROBE_STEPS}, then the steps, warmup, decay and evaluations are planned to fit"
+                  if plan is not None else f"{total_steps} optimizer steps ({epochs} epochs)")
+        print(f"  budget   {length}, batch {cfg.batch_size} x "
               f"{accelerator.num_processes} process(es) x {cfg.grad_accum} accumulation", flush=True)
     if criterion is not None:
         criterion = criterion.to(accelerator.device)
 
+    ema = None
+    if cfg.ema_decay is not None:
+        ema = WeightEMA(accelerator.unwrap_model(prepared), cfg.ema_decay)
+        accelerator.register_for_checkpointing(ema)  # saved and restored with every checkpoint
     state = TrainerState(labels=data.labels.to_dict())
     ckpt = resolve_resume(resume, run.checkpoints)
     if ckpt is not None:
         state = load_checkpoint(accelerator, ckpt, data.labels)
+        if plan is not None and state.plan:
+            plan.__dict__.update(state.plan)  # in place: the scheduler reads this object
+            total_steps = plan.total
         log.info("resumed from %s at step %d", ckpt, state.step)
         if (moved := fit_to_layout(state, ckpt, accelerator.num_processes, cfg.batch_size, cfg.grad_accum)) and \
                 accelerator.is_main_process:
@@ -155,8 +181,20 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
     return Trainer(recipe=recipe, run=run, accelerator=accelerator, model=prepared, optimizer=optimizer,
                    scheduler=scheduler, criterion=criterion, loader=loader, items=items, sampler=sampler,
                    val_loader=val_loader, data=data, total_steps=total_steps, epochs=epochs, state=state,
-                   stop=StopRequest(), eval_at_start=at_start,
+                   stop=StopRequest(), eval_at_start=at_start, ema=ema,
+                   budget=None if plan is None else _clock(plan, cfg, data, accelerator, state.step),
                    normalise=DeviceNormalise(model.image_mean, model.image_std))
+
+
+def _clock(plan: Plan, cfg: TrainConfig, data: DataBundle, accelerator: Accelerator, step: int) -> BudgetClock:
+    """The budget's clock; `train` sets its start. The final report scores val and test, and a
+    calibration scores val twice more and test once."""
+    sizes = {s: len(getattr(data, s)) for s in ("val", "test") if getattr(data, s) is not None}
+    final = sum(sizes.values()) + (2 * sizes.get("val", 0) + sizes.get("test", 0) if cfg.calibrate is not False else 0)
+    return BudgetClock(plan, time.perf_counter(), max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+                       budget_evals=cfg.budget_evals, val_images=sizes.get("val", 0), final_images=final,
+                       batch_images=cfg.batch_size * accelerator.num_processes * cfg.grad_accum, start_step=step,
+                       text=str(cfg.time_budget))
 
 
 def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
@@ -200,6 +238,8 @@ def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
                 ok = t.accelerator.reduce(ok.to(torch.int32), "sum") == t.accelerator.num_processes
             step_if_finite(t.optimizer, ok, scaled=t.accelerator.scaler is not None)
             guard.restore_buffers(ok)
+            if t.ema is not None:
+                t.ema.update(t.accelerator.unwrap_model(t.model), ok)
             t.scheduler.step()  # a skipped step still spends its place in the schedule and the budget
             t.optimizer.zero_grad(set_to_none=True)
             guard.record(t.state.step + 1, ok)
@@ -238,14 +278,15 @@ def run_eval(t: Trainer) -> None:
     if t.val_loader is None:
         return
     check_bad_steps(t)  # evaluation syncs anyway; a model the guard has stopped is not scored
-    metrics = evaluate(t.model, t.val_loader, t.data.labels, t.accelerator, mixed_precision=True)
-    t.state.last_eval_step = t.state.step
-    miou = metrics["strict"]["mIoU"] or 0.0
-    improved = miou > t.state.best_miou
-    if improved:
-        t.state.best_miou, t.state.best_step, t.state.evals_since_best = miou, t.state.step, 0
-        export_model(t)
-    else:
+    with _averaged(t):  # with EMA on, the average is scored and exported; training goes on from the raw weights
+        metrics = evaluate(t.model, t.val_loader, t.data.labels, t.accelerator, mixed_precision=True)
+        t.state.last_eval_step = t.state.step
+        miou = metrics[t.cfg.select_by]["mIoU"] or 0.0  # train.select_by: which mean picks the best model
+        improved = miou > t.state.best_miou
+        if improved:
+            t.state.best_miou, t.state.best_step, t.state.evals_since_best = miou, t.state.step, 0
+            export_model(t)
+    if not improved:
         t.state.evals_since_best += 1
     flat = {f"val/{view}_{k}": v for view in ("strict", "foreground") for k, v in metrics[view].items() if v is not None}
     t.accelerator.log(flat, step=t.state.step)
@@ -253,6 +294,11 @@ def run_eval(t: Trainer) -> None:
         per_class = {n: c["iou"] for n, c in metrics["per_class"].items()}
         t.run.log({"step": t.state.step, "epoch": t.state.epoch, "eval": flat, "per_class_iou": per_class, "best": improved})
         tqdm.write(f"step {t.state.step}: val {summary_line(metrics)}" + ("  (best)" if improved else ""))
+
+
+def _averaged(t: Trainer):
+    """The EMA weights in the model for the block, when `train.ema_decay` is set."""
+    return t.ema.applied(t.accelerator.unwrap_model(t.model)) if t.ema is not None else contextlib.nullcontext()
 
 
 def start_eval(t: Trainer) -> None:
@@ -290,6 +336,8 @@ def checkpoint(t: Trainer) -> None:
     """Save a resumable checkpoint, atomically, after checking that it is finite and will fit;
     warn when the one after it will not."""
     check_bad_steps(t)
+    if t.budget is not None:  # the plan and the budget spent travel with the checkpoint
+        t.state.plan = {**t.budget.plan.to_dict(), "spent_s": t.budget.spent()}
     final, root = t.run.checkpoint(t.state.step), t.run.checkpoints
     model = t.accelerator.unwrap_model(t.model)
     _refuse_non_finite(t, model, f"checkpoint {final.name}")
@@ -368,16 +416,46 @@ def after_step(t: Trainer, loss: torch.Tensor, bar: tqdm, images: int, started: 
             t.run.log({"step": s.step, "epoch": s.epoch, "loss": value, "lr": lr, "images_per_s": rate,
                        "bad_steps": s.bad_steps, "skipped_samples": s.skipped})
             t.accelerator.log({"train/loss": value, "train/lr": lr, "train/images_per_s": rate}, step=s.step)
-    evaluated = cfg.eval_every > 0 and s.step % cfg.eval_every == 0
+    if t.budget is None:
+        evaluated = cfg.eval_every > 0 and s.step % cfg.eval_every == 0
+    else:
+        evaluated = t.budget.evaluates(s.step)
+    tick = time.perf_counter()
     if evaluated:
         run_eval(t)
+    evaluating_s = time.perf_counter() - tick
     stop = t.stop.agreed(t.accelerator)  # every process stops after the same step
     if evaluated or (cfg.checkpoint_every > 0 and s.step % cfg.checkpoint_every == 0) or stop:
         checkpoint(t)
+    if t.budget is not None:
+        stop = follow_budget(t, bar, time.perf_counter() - tick if evaluated else None, evaluating_s) or stop
     early = cfg.early_stopping > 0 and s.evals_since_best >= cfg.early_stopping
     if early and t.accelerator.is_main_process:
         tqdm.write(f"Early stopping: no better val mIoU in {cfg.early_stopping} evaluations.")
     return stop or early or s.step >= t.total_steps
+
+
+def follow_budget(t: Trainer, bar: tqdm, eval_s: float | None, eval_only_s: float) -> bool:
+    """Measure the step, (re-)plan when due, and say whether the clock ends the run now. Every
+    process follows the main one's plan: plans made from each one's clock could differ by a step."""
+    clock, acc = t.budget, t.accelerator
+    line = clock.after_step(t.state.step, eval_s, eval_only_s if eval_s is not None else None)
+    late = clock.out_of_time()
+    if acc.num_processes > 1:
+        shared = broadcast_object_list([(clock.plan.to_dict(), late)])
+        clock.plan.__dict__.update(shared[0][0])
+        late = shared[0][1]
+    if late:  # the plan ends here: the loop's and the schedule's length
+        clock.plan.total = t.state.step
+    t.total_steps = clock.plan.total
+    bar.total = t.total_steps
+    if line and acc.is_main_process:
+        if clock.plan.plans == 1 or eval_s is not None:  # the banner's plan, and each evaluation's re-plan
+            tqdm.write(line)
+        t.run.log({"step": t.state.step, "event": "plan", **clock.plan.to_dict()})
+    if late and acc.is_main_process:
+        tqdm.write(f"budget {clock.text}: stopping at step {t.state.step}, the time left is for the final report")
+    return late
 
 
 def fit(t: Trainer) -> str:
@@ -422,7 +500,7 @@ def fit(t: Trainer) -> str:
             raise RunStopped(lost_worker(t, e, at_step)) from None
         if not stop:
             s.epoch, s.batches_in_epoch = s.epoch + 1, 0
-            if t.cfg.eval_every == 0:
+            if t.cfg.eval_every == 0 and t.budget is None:
                 run_eval(t)
                 checkpoint(t)
         if t.stop.stopping:
@@ -452,13 +530,42 @@ def finish(t: Trainer) -> dict[str, dict[str, Any]]:
     if not splits:
         return {}
     extra = {"best_step": t.state.best_step, "steps": t.state.step, "recipe": t.recipe.name,
-             "bad_steps": t.state.bad_steps, "skipped_samples": t.state.skipped}
-    return report_splits(model, t.data, splits, t.run, t.accelerator, t.recipe, extra)
+             "bad_steps": t.state.bad_steps, "skipped_samples": t.state.skipped, "select_by": t.cfg.select_by,
+             "ema_decay": t.cfg.ema_decay}
+    calibration = calibrate_run(model, t.data, t.run, t.accelerator, t.cfg, t.recipe.model.family)
+    if calibration is not None:
+        extra["calibration"] = calibration
+    results = report_splits(model, t.data, splits, t.run, t.accelerator, t.recipe, extra)
+    if calibration is not None and t.accelerator.is_main_process:
+        print(describe_calibration(calibration, results))
+    return results
+
+
+def record_elapsed(t: Trainer) -> float:
+    """The run's wall time, set-up to final report, in metrics.json and train_log.jsonl (a time
+    budget is judged on it)."""
+    elapsed = time.perf_counter() - t.started
+    if t.accelerator.is_main_process:
+        budget = None if t.budget is None else {"seconds": t.budget.plan.budget_s, "planned_steps": t.budget.plan.total,
+                                                "plans": t.budget.plan.plans}
+        if t.run.metrics.is_file():
+            metrics = json.loads(t.run.metrics.read_text())
+            write_json(t.run.metrics, {**metrics, "elapsed_s": round(elapsed, 3), "time_budget": budget})
+        t.run.log({"step": t.state.step, "event": "finished", "elapsed_s": round(elapsed, 3), "time_budget": budget})
+        if budget is not None:
+            print(f"budget {t.cfg.time_budget}: {t.state.step} steps, finished in {elapsed:.1f}s "
+                  f"({100 * elapsed / budget['seconds']:.1f}% of the budget)")
+    return elapsed
 
 
 def train(recipe: Recipe, output_dir: str | Path, resume: str | bool | None = None, overwrite: bool = False) -> dict:
     """Train `recipe` into `output_dir`; returns how it ended and the final metrics per split."""
+    started = time.perf_counter()
     t = setup(recipe, output_dir, resume, overwrite)
+    t.started = started
+    if t.budget is not None:
+        t.budget.deadline += started - t.budget.started  # the budget counts set-up too
+        t.budget.started = started
     try:
         ended = fit(t)
     finally:
@@ -468,9 +575,11 @@ def train(recipe: Recipe, output_dir: str | Path, resume: str | bool | None = No
         t.accelerator.end_training()
         return {"status": "interrupted", "step": t.state.step}
     if t.state.best_step < 0 or t.val_loader is None:
-        export_model(t)  # no evaluation happened: ship the final weights
+        with _averaged(t):
+            export_model(t)  # no evaluation happened: ship the final weights
     try:
         result = finish(t)
+        record_elapsed(t)
     except OSError as e:  # the report's files are written atomically (run_folder.py): none is half
         raise write_failed("the final report", t.run.root, e, 0) from None
     t.accelerator.end_training()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from segkit.config.recipe import TrainConfig
+from segkit.train.time_budget import Plan
 
 
 def _split_decay(params: Iterable[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -42,23 +43,44 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
+def decay(kind: str, progress: float) -> float:
+    """Multiplier of the peak lr at `progress` (0..1) of the decay."""
+    if kind == "poly":
+        return (1.0 - progress) ** 0.9  # the DeepLab/mmseg convention
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "linear":
+        return 1.0 - progress
+    return 1.0
+
+
 def lr_factor(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     """Multiplier of the peak lr at optimizer step `step`: linear warmup, then the chosen decay."""
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if kind == "poly":
-            return (1.0 - progress) ** 0.9  # the DeepLab/mmseg convention
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if kind == "linear":
-            return 1.0 - progress
-        return 1.0
+        return decay(kind, min(1.0, (step - warmup) / max(1, total - warmup)))
 
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.warmup_steps, total_steps))
+def planned_factor(kind: str, warmup_ratio: float, plan: Plan) -> Callable[[int], float]:
+    """As `lr_factor`, over a plan whose length may change while it runs (a time budget): it reads
+    `plan.progress`, which stays continuous across re-plans, so the lr never jumps."""
+
+    def factor(step: int) -> float:
+        if warmup_ratio and plan.progress(step) < warmup_ratio:
+            return min(1.0, plan.progress(step + 1) / warmup_ratio)
+        return decay(kind, (plan.progress(step) - warmup_ratio) / (1.0 - warmup_ratio))
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int, plan: Plan | None = None):
+    """LambdaLR over `total_steps`, or over `plan` for a time budget. With `warmup_ratio` and no
+    plan, the warmup is that share of `total_steps`."""
+    if plan is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, planned_factor(cfg.schedule, cfg.warmup_ratio, plan))
+    warmup = cfg.warmup_steps or round(cfg.warmup_ratio * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, warmup, total_steps))

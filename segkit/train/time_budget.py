@@ -1,0 +1,184 @@
+"""A run that ends on the clock: `train.time_budget` turned into a plan of steps, kept up to date.
+
+As Ultralytics' `time`: the seconds per optimizer step are measured over the first steps (after
+`PROBE_SKIP` warm-up steps: workers starting, the allocator growing), then the plan is the number
+of steps that fit in what is left of the budget once the evaluations, their checkpoints and the
+final report are paid for. The evaluation cadence is laid over the planned steps
+(`train.budget_evals` evaluations, unless `train.eval_every` fixes it). Each evaluation is timed,
+and the plan is made again from the rate of the recent steps, after each evaluation and, between
+them, ever more often towards the end: a machine that slows down (or a first guess of the
+evaluation's cost that was wrong) shortens the run instead of overrunning it, and one that
+speeds up uses the time. A last guard stops the loop when the next step would not leave time
+for the end.
+
+The learning rate reads the plan through `Plan.progress(step)`, a piecewise-linear map from steps
+to [0, 1]. A new plan is anchored at the current step and progress, so the learning rate never
+jumps when the planned length changes; only its slope does. The plan travels in every checkpoint
+(`TrainerState.plan`): a resumed run continues the same schedule and spends what was left.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+PROBE_SKIP = 2
+"""Steps left out of the first measurement (worker start-up, allocator warm-up)."""
+PROBE_STEPS = 5
+"""Steps timed for the first plan."""
+WINDOW = 30
+"""Recent steps whose mean time is the rate a re-plan assumes."""
+PROVISIONAL_TOTAL = 10**6
+"""The plan's length before the first measurement: progress stays near 0 (a warmup has barely
+begun, a decay has not), so anchoring the first real plan there changes no learning rate."""
+REPORT_S = 0.5
+"""Seconds the final report costs beyond scoring (files, overlays, the HTML page), a floor."""
+
+
+@dataclass
+class Plan:
+    """What the budget has become; saved in checkpoints, read by the LR schedule."""
+
+    budget_s: float
+    total: int = PROVISIONAL_TOTAL
+    """Planned optimizer steps (provisional until `plans` > 0)."""
+    eval_every: int = 0
+    """Steps between evaluations; 0 before the first plan (no evaluation yet)."""
+    anchor_step: int = 0
+    anchor_progress: float = 0.0
+    step_s: float = 0.0
+    """Measured seconds per optimizer step, training only."""
+    eval_s: float = 0.0
+    """Measured seconds per evaluation and its checkpoint; 0 until one happened."""
+    spent_s: float = 0.0
+    """Seconds of the budget spent when the checkpoint holding this plan was written."""
+    plans: int = 0
+
+    def progress(self, step: int) -> float:
+        """Share of the schedule done at `step`, continuous across re-plans."""
+        span = max(1, self.total - self.anchor_step)
+        return min(1.0, max(0.0, self.anchor_progress + (1.0 - self.anchor_progress) * (step - self.anchor_step) / span))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def human_seconds(seconds: float) -> str:
+    """72 -> '1m12s', 5400 -> '1h30m', 20 -> '20s'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s % 60 else f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class BudgetClock:
+    """Measures the run and keeps its plan inside the budget.
+
+    `after_step` is called after every optimizer step with the seconds its evaluation took, if
+    any; it returns a line for the log whenever it made a plan. `out_of_time` is the last guard.
+    """
+
+    def __init__(self, plan: Plan, started: float, *, max_steps: int | None, eval_every: int, budget_evals: int,
+                 val_images: int, final_images: int, batch_images: int, start_step: int, text: str) -> None:
+        self.plan = plan
+        self.deadline = started + plan.budget_s - plan.spent_s
+        self.started = started
+        self.max_steps, self.fixed_every, self.budget_evals = max_steps, eval_every, budget_evals
+        self.val_images, self.final_images, self.batch_images = val_images, final_images, batch_images
+        self.start_step, self.text = start_step, text
+        self.last = time.perf_counter()
+        self.window: deque[float] = deque(maxlen=WINDOW)
+        """Training seconds of the recent steps: the rate the plan assumes."""
+        self.planned_at = start_step
+        self.eval_per_image = 0.0
+        self.last_eval = start_step
+        """The step of the last evaluation: the cadence counts from it, so a new cadence never
+        brings the next evaluation closer than `eval_every` steps."""
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def spent(self) -> float:
+        """Seconds of the budget spent so far (for the checkpoint)."""
+        return self.plan.budget_s - (self.deadline - time.perf_counter())
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def after_step(self, step: int, eval_s: float | None = None, eval_only_s: float | None = None) -> str | None:
+        now = time.perf_counter()
+        busy = now - self.last - (eval_s or 0.0)
+        self.last = now
+        if step - self.start_step > PROBE_SKIP:
+            self.window.append(busy)
+        if eval_s is not None:
+            self.last_eval = step
+            self.plan.eval_s = eval_s if not self.plan.eval_s else 0.5 * (self.plan.eval_s + eval_s)
+            if eval_only_s is not None and self.val_images:
+                self.eval_per_image = eval_only_s / self.val_images
+        if self.plan.plans == 0:
+            due = len(self.window) >= PROBE_STEPS
+        else:  # after each evaluation, and ever more often towards the end, where a drift costs the most
+            due = eval_s is not None or step - self.planned_at >= max(PROBE_STEPS, (self.plan.total - step) // 8)
+        if not due:
+            return None
+        if self.window:
+            self.plan.step_s = sum(self.window) / len(self.window)
+        self.planned_at = step
+        return self.replan(step)
+
+    # -- the plan --------------------------------------------------------------------------------
+    def per_eval(self) -> float:
+        """An evaluation and its checkpoint: measured, else guessed from the training rate (one
+        forward at full size is about a training step's time per image)."""
+        if self.plan.eval_s:
+            return self.plan.eval_s
+        return self.plan.step_s / max(1, self.batch_images) * self.val_images + 0.2
+
+    def final_cost(self) -> float:
+        """The end of the run after the last step: finish() scores val and test (and calibrates)."""
+        per_image = self.eval_per_image or self.per_eval() / max(1, self.val_images)
+        return per_image * self.final_images + REPORT_S
+
+    def _cost(self, step: int, n: int, every: int) -> float:
+        since = step - self.last_eval + n
+        evals = since // every + (1 if since % every else 0)  # + the one at the end of fit
+        return n * self.plan.step_s + evals * self.per_eval()
+
+    def _every(self, total: int) -> int:
+        return self.fixed_every or max(1, math.ceil(total / self.budget_evals))
+
+    def replan(self, step: int) -> str:
+        p = self.plan
+        avail = self.left() - self.final_cost()
+        total = p.total if p.plans else step + max(1, int(avail / max(p.step_s, 1e-6)))
+        n = 0
+        for _ in range(4):  # the cadence depends on the length and the length on the cadence
+            every = self._every(total)
+            n = max(0, int(avail / (p.step_s + self.per_eval() / every)))
+            while n > 0 and self._cost(step, n, every) > avail:
+                n -= max(1, n // 100)
+            total = step + n
+        if self.max_steps:
+            total = min(total, self.max_steps)
+        p.anchor_progress, p.anchor_step = p.progress(step), step
+        p.total, p.eval_every, p.plans = max(total, step), self._every(max(total, step)), p.plans + 1
+        rate = self.batch_images / max(p.step_s, 1e-9)
+        return (f"budget {self.text}: ~{p.total} steps at {rate:.1f} img/s, eval every {p.eval_every} steps "
+                f"(~{self.per_eval():.1f}s each), {human_seconds(self.final_cost())} for the final report; "
+                f"{human_seconds(self.left())} left" + ("" if p.plans == 1 else f" (re-plan {p.plans - 1})"))
+
+    def evaluates(self, step: int) -> bool:
+        """Whether to evaluate after `step`: `eval_every` steps after the last evaluation, unless
+        the plan ends within half of that (the evaluation at the end comes soon enough)."""
+        every = self.plan.eval_every
+        return every > 0 and step - self.last_eval >= every and self.plan.total - step >= every // 2
+
+    def out_of_time(self) -> bool:
+        """The last guard: the next step would leave too little for the end of the run."""
+        if self.plan.plans == 0:
+            return self.left() < self.final_cost() + self.per_eval()
+        return self.left() < self.plan.step_s + self.per_eval() + self.final_cost()

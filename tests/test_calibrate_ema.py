@@ -1,0 +1,93 @@
+"""The calibrated head, EMA of weights and `select_by` on real tiny runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from segkit.cli import main as cli
+from segkit.config.recipe import load_recipe
+from segkit.evaluation.scoring import evaluate_saved
+from segkit.train.calibrate import fit_offsets, miou
+from tests.test_train import write_recipe
+
+SHORT = {"epochs": 1, "max_steps": 16, "eval_every": 8, "tracker": "none", "num_overlays": 0}
+LONGER = {"max_steps": 60, "eval_every": 30}
+"""Long enough for the tiny model to predict every class, so that offsets have something to move."""
+
+
+def _train(tmp_path: Path, name: str, **train) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    recipe = write_recipe(folder, train={**SHORT, **train})
+    assert cli(["train", str(recipe), "--output-dir", str(folder / "out")]) == 0
+    return folder / "out"
+
+
+def test_offsets_change_the_bias_only_and_the_saved_model_carries_them(tmp_path: Path, capsys):
+    plain = _train(tmp_path, "plain", calibrate=False, **LONGER)
+    calibrated = _train(tmp_path, "calibrated", calibrate=True, **LONGER)
+    a, b = load_file(plain / "model/model.safetensors"), load_file(calibrated / "model/model.safetensors")
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed == {"decode_head.classifier.bias"}
+    metrics = json.loads((calibrated / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    offsets = torch.tensor(list(cal["offsets"].values()))
+    assert cal["kept"] and offsets.abs().max() <= 3.0 and offsets.abs().sum() > 0
+    assert torch.allclose(b["decode_head.classifier.bias"] - a["decode_head.classifier.bias"], offsets, atol=1e-6)
+    # the saved model scores as reported: it holds the calibrated head, whoever loads it
+    assert "calibration (kept: train.calibrate: true): offsets background " in capsys.readouterr().out
+    again = evaluate_saved(calibrated / "model", load_recipe(calibrated / "recipe.yaml"), "test", tmp_path / "eval")
+    assert again["test"]["strict"]["mIoU"] == pytest.approx(metrics["strict"]["mIoU"], abs=1e-9)
+
+
+def test_auto_never_lowers_val_miou(tmp_path: Path):
+    run = _train(tmp_path, "auto", **LONGER)
+    metrics = json.loads((run / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    val_after = metrics["other_splits"]["val"]["strict"]["mIoU"]
+    if cal["kept"]:
+        assert val_after >= cal["val_before"]["strict_mIoU"]
+    else:
+        assert val_after == pytest.approx(cal["val_before"]["strict_mIoU"], abs=1e-9)
+
+
+def test_fit_undoes_a_biased_class():
+    """Scores that over-predict class 1 by 2 logits: the fit finds an offset that cancels it."""
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 3, (6000,), generator=gen)
+    scores = torch.nn.functional.one_hot(targets, 3).float() * 2 + torch.randn(6000, 3, generator=gen)
+    scores[:, 1] += 2.0
+    offsets = fit_offsets(scores, targets)
+    assert miou((scores + offsets).argmax(1), targets, 3) > miou(scores.argmax(1), targets, 3) + 0.05
+    assert offsets[1] - offsets[[0, 2]].mean() < -1.0
+
+
+def test_ema_is_exported_and_resumes_exactly(tmp_path: Path):
+    run = _train(tmp_path, "ema", ema_decay=0.9, select_by="foreground", checkpoint_every=8, calibrate=False)
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r["eval"]["val/foreground_mIoU"] for r in records if "eval" in r}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["select_by"] == "foreground" and metrics["best_step"] == max(evals, key=lambda s: (evals[s], -s))
+    last = run / "checkpoints" / "step-0000016"
+    ema = torch.load(last / "custom_checkpoint_0.pkl", weights_only=True)
+    raw = load_file(last / "model.safetensors")
+    exported = load_file(run / "model/model.safetensors")
+    key = "decode_head.classifier.weight"
+    assert not torch.equal(raw[f"model.{key}"], ema["shadow"][f"model.{key}"])  # the average is not the raw weights
+    if metrics["best_step"] == 16:
+        assert torch.allclose(exported[key], ema["shadow"][f"model.{key}"])
+    # a copy cut back to step 8 and resumed ends with the same weights and the same average
+    shutil.copytree(run, tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-0000016")
+    assert cli(["train", str(tmp_path / "ema" / "recipe.yaml"), "--output-dir", str(tmp_path / "resumed"),
+                "--resume"]) == 0
+    again = tmp_path / "resumed" / "checkpoints" / "step-0000016"
+    assert all(torch.equal(v, load_file(again / "model.safetensors")[k]) for k, v in raw.items())
+    resumed_ema = torch.load(again / "custom_checkpoint_0.pkl", weights_only=True)
+    assert all(torch.equal(v, resumed_ema["shadow"][k]) for k, v in ema["shadow"].items())

@@ -35,10 +35,17 @@ def location(value: Any, split: str, index: int) -> str:
 
 
 def undecoded(ds: datasets.Dataset | datasets.IterableDataset) -> datasets.Dataset | datasets.IterableDataset:
-    """The same rows with Image columns left as {bytes, path}, so `read_image`/`read_label` decode them."""
+    """The same rows with every Image column left as {bytes, path}, so `read_image`/`read_label`
+    decode them and a broken file becomes a DataError naming it (a skip, mid-run).
+
+    A stream must be undecoded before any `map`, `rename_columns` included: datasets 5 decodes
+    an IterableDataset's rows with the features they had when each map was added, so a cast made
+    later does not reach a broken image decoded inside an earlier map. The streaming sources do
+    it at load (`hub_datasets._hub_splits`); here it is a no-op for them.
+    """
     features = ds.features or {}
-    for column in ("image", "label"):
-        if isinstance(features.get(column), datasets.Image) and features[column].decode:
+    for column, feature in features.items():
+        if isinstance(feature, datasets.Image) and feature.decode:
             ds = ds.cast_column(column, datasets.Image(decode=False))
     return ds
 

@@ -142,6 +142,11 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
         # heads' BN); torch's SyncBatchNorm refuses CPU tensors, so CPU runs keep plain BN.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     prepared, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if isinstance(data.train, IterableDataset):
+        # A stream gets accelerate's batch dispatcher, which drops the loader's generator: each
+        # iterator would then draw its seed from the global RNG, and a resumed run, which makes
+        # one more iterator (to skip the batches already trained on), would shift dropout's numbers.
+        loader.generator = torch.Generator().manual_seed(cfg.seed)
     # The schedule's length from the prepared loader: this process's batches per epoch, after
     # accelerate's sharding drops what does not fill a batch on every process.
     streamed = isinstance(data.train, IterableDataset)

@@ -22,6 +22,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from segkit.config.recipe import DataConfig
+from segkit.data.decode import undecoded
 from segkit.data.errors import DataError
 from segkit.data.sources.folder import folder_source, folder_splits
 from segkit.data.source import (HUB_SPLIT_NAMES, Source, Split, class_names_for, detect_columns, hold_out_val,
@@ -153,7 +154,9 @@ def _hub_splits(cfg: DataConfig, path: str, where: str, preferred: dict[str, str
     chosen = pick_splits(list(loaded), cfg.splits or preferred or {}, where)
     if "train" not in chosen:
         raise DataError(f"{where}: no training split among {list(loaded)}; set data.splits, e.g. {{train: {list(loaded)[0]}}}.")
-    splits = {ours: detect_columns(loaded[theirs], cfg.image_column, cfg.label_column, where)
+    # a stream is undecoded first, before the column renames (maps) that would decode it (decode.undecoded)
+    splits = {ours: detect_columns(undecoded(loaded[theirs]) if cfg.streaming else loaded[theirs],
+                                   cfg.image_column, cfg.label_column, where)
               for ours, theirs in chosen.items()}
     return hold_out_val(splits, cfg.val_fraction, cfg.seed)
 

@@ -59,7 +59,7 @@ class Source:
     """Annotation-export problems that make training wrong (unknown label, missing image, bad RLE),
     each naming its file: `load_source` refuses them, `segkit inspect` lists them."""
     warnings: list[str] = field(default_factory=list)
-    """Export problems worth knowing that do not stop training (a degenerate polygon, a mask without image)."""
+    """Export problems worth knowing that do not stop training (a degenerate polygon, an empty segmentation)."""
 
 
 def detect_columns(ds: Split, image_column: str | None, label_column: str | None, where: str) -> Split:

@@ -150,6 +150,11 @@ def mask_folder_source(cfg: DataConfig) -> Source:
                         "labelmap.txt, or a name -> [r, g, b] map, or put labelmap.txt in the export.")
     if cfg.class_names is not None and palette is not None:
         names = read_class_names(cfg.class_names)
-    rows = folder_splits(cfg, root, images, masks, splits or None)  # data.splits, when given, wins
+    orphans: dict[Path, Path] = {}
+    rows = folder_splits(cfg, root, images, masks, splits or None, orphans)  # data.splits, when given, wins
+    # A mask without its image is an annotated picture lost on the way (a renamed or unexported
+    # file): fatal like a missing image in the shape formats, so no one trains on the rest unaware.
+    faults = [f"{mask}: mask without an image (no {mask.stem}.* in {folder}). Add the image, or remove "
+              "the mask if the picture was left out on purpose." for mask, folder in sorted(orphans.items())]
     return Source(rows, names, unlabeled_ids(names), root.name, aliases, palette=palette,
-                  origin=f"{cfg.format}:{root.resolve()}:{palette}")
+                  origin=f"{cfg.format}:{root.resolve()}:{palette}", faults=faults)

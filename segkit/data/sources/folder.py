@@ -41,9 +41,11 @@ def folder_source(cfg: DataConfig) -> Source:
                   origin=f"folder:{root.resolve()}:{cfg.images}:{cfg.masks}")
 
 
-def folder_splits(cfg: DataConfig, root: Path, images: str, masks: str,
-                  layout: dict[str, str] | None = None) -> dict[str, datasets.Dataset]:
-    """Pair images with masks for every split found; hold out val if there is none."""
+def folder_splits(cfg: DataConfig, root: Path, images: str, masks: str, layout: dict[str, str] | None = None,
+                  orphans: dict[Path, Path] | None = None) -> dict[str, datasets.Dataset]:
+    """Pair images with masks for every split found; hold out val if there is none. Masks whose
+    name matches no image are left out, and put in `orphans` (mask -> the images folder searched)
+    when the caller asks for them."""
     templated = "{split}" in images or "{split}" in masks
     mapping = dict(cfg.splits or layout or {})
     if not mapping:
@@ -55,7 +57,7 @@ def folder_splits(cfg: DataConfig, root: Path, images: str, masks: str,
     for ours, theirs in mapping.items():
         stems = _stem_list(root, theirs) if theirs.endswith(".txt") else None
         sub = "" if stems is not None else theirs
-        splits[ours] = _pairs(root, images.format(split=sub), masks.format(split=sub), stems, ours)
+        splits[ours] = _pairs(root, images.format(split=sub), masks.format(split=sub), stems, ours, orphans)
     if "train" not in splits:
         raise DataError(f"{root}: no training split among {sorted(splits)}; add a train folder or data.splits.")
     return hold_out_val(splits, cfg.val_fraction, cfg.seed)
@@ -108,8 +110,12 @@ def _resolve_listed(line: str, list_file: Path, root: Path) -> Path:
     raise DataError(f"{list_file}: listed file '{line}' not found next to the list or under {root}.")
 
 
-def _pairs(root: Path, images: str, masks: str, stems: set[str] | None, split: str) -> datasets.Dataset:
+def _pairs(root: Path, images: str, masks: str, stems: set[str] | None, split: str,
+           orphans: dict[Path, Path] | None = None) -> datasets.Dataset:
     found_images, found_masks = _scan(root, images), _scan(root, masks)
+    if orphans is not None:  # with a stem list, only its masks: an unlisted one is used by no split
+        wanted = found_masks.keys() if stems is None else stems & found_masks.keys()
+        orphans.update({found_masks[s]: root / images for s in wanted if s not in found_images})
     if stems is not None:
         found_images = {s: p for s, p in found_images.items() if s in stems}
     if not found_images:

@@ -24,6 +24,7 @@ def profile(precision: str, steps: int, workers: int, smoke: bool) -> dict[str, 
     from segkit.config.recipe import InputSpec, load_recipe
     from segkit.data import build_data
     from segkit.data.loaders import build_train_loader
+    from segkit.data.pixels import DeviceNormalise
     from segkit.train.losses import build_loss
     from segkit.infer.scores import upsample_scores
     from segkit.models import build_model
@@ -39,6 +40,7 @@ def profile(precision: str, steps: int, workers: int, smoke: bool) -> dict[str, 
     loss_fn = build_loss(recipe.loss, data.labels.num_classes, data.stats)
     optimizer = build_optimizer(model, recipe.train)
     loader, items, sampler = build_train_loader(data, recipe.train)
+    normalise = DeviceNormalise(model.image_mean, model.image_std)  # the trainer's: uint8 batches
 
     def epochs():  # noqa: ANN202
         for epoch in range(10**6):
@@ -53,9 +55,9 @@ def profile(precision: str, steps: int, workers: int, smoke: bool) -> dict[str, 
         batch = next(batches)
         t1 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            scores = model(batch["pixel_values"]).scores
+            scores = model(normalise(batch["pixel_values"])).scores
         t2 = time.perf_counter()
-        loss = loss_fn(upsample_scores(scores, batch["labels"].shape[-2:]).float(), batch["labels"])
+        loss = loss_fn(upsample_scores(scores, batch["labels"].shape[-2:]).float(), batch["labels"].long())
         t3 = time.perf_counter()
         loss.backward()
         t4 = time.perf_counter()

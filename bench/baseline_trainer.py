@@ -33,10 +33,10 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # SegformerImageProces
 B0 = dict(depths=[2, 2, 2, 2], hidden_sizes=[32, 64, 160, 256], num_attention_heads=[1, 2, 5, 8], decoder_hidden_size=256)
 
 
-def lookup() -> np.ndarray:
-    """CamVid id -> 0 background, 1..4 the chosen classes, 255 ignored."""
+def lookup(chosen: list[str] = CHOSEN) -> np.ndarray:
+    """CamVid id -> 0 background, 1..N the chosen classes, 255 ignored."""
     lut = np.zeros(256, dtype=np.uint8)
-    for k, name in enumerate(CHOSEN, start=1):
+    for k, name in enumerate(chosen, start=1):
         lut[CAMVID.index(name)] = k
     lut[CAMVID.index("unlabelled")] = 255
     lut[len(CAMVID):] = 255
@@ -44,10 +44,11 @@ def lookup() -> np.ndarray:
 
 
 class CamVid(torch.utils.data.Dataset):
-    def __init__(self, root: Path, split: str, transform: A.Compose, limit: int | None = None) -> None:
+    def __init__(self, root: Path, split: str, transform: A.Compose, limit: int | None = None,
+                 chosen: list[str] = CHOSEN) -> None:
         self.images = sorted((root / split).glob("*.png"))[:limit]
         self.masks = [root / f"{split}annot" / p.name for p in self.images]
-        self.transform, self.lut = transform, lookup()
+        self.transform, self.lut = transform, lookup(chosen)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,11 +61,19 @@ class CamVid(torch.utils.data.Dataset):
 
 
 class StepClock(TrainerCallback):
-    def __init__(self) -> None:
+    """Step times; with `max_seconds`, stops training once that much wall time has passed."""
+
+    def __init__(self, max_seconds: float | None = None) -> None:
         self.times: list[float] = []
+        self.max_seconds, self.started = max_seconds, time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
         self.times.append(time.perf_counter())
+        if self.max_seconds is not None and self.times[-1] - self.started >= self.max_seconds:
+            control.should_training_stop = True
 
 
 def steady_rate(times: list[float], batch: int) -> float:
@@ -83,20 +92,32 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="fine-tune this model folder the HF example's way: a new head (ignore_mismatched_sizes)")
+    p.add_argument("--classes", default=",".join(CHOSEN), help="the chosen CamVid classes, comma-separated")
+    p.add_argument("--max-steps", type=int, default=-1, help="the step budget (the schedule's length); -1: epochs")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop training after this much wall time")
     args = p.parse_args()
+    chosen = args.classes.split(",")
     if args.smoke:
         args.epochs, args.limit, args.crop = 1, 16, 64
     torch.manual_seed(0)
     train = CamVid(args.data, "train", A.Compose([
         A.PadIfNeeded(args.crop, args.crop, border_mode=0, fill=0, fill_mask=255),
         A.RandomCrop(args.crop, args.crop), A.HorizontalFlip(p=0.5),
-        A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0), ToTensorV2()]), args.limit)
-    model = SegformerForSemanticSegmentation(SegformerConfig(**B0, num_labels=len(CHOSEN) + 1,
-                                                             semantic_loss_ignore_index=255))
-    clock = StepClock()
+        A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0), ToTensorV2()]), args.limit, chosen)
+    if args.checkpoint is not None:  # the example's `--model_name_or_path`: the old head is dropped
+        names = ["background", *chosen]
+        model = SegformerForSemanticSegmentation.from_pretrained(
+            args.checkpoint, num_labels=len(names), id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True, semantic_loss_ignore_index=255)
+    else:
+        model = SegformerForSemanticSegmentation(SegformerConfig(**B0, num_labels=len(CHOSEN) + 1,
+                                                                 semantic_loss_ignore_index=255))
+    clock = StepClock(args.max_seconds)
     trainer = Trainer(model=model, train_dataset=train, callbacks=[clock], args=TrainingArguments(
         output_dir=str(args.out / "trainer"), per_device_train_batch_size=args.batch, learning_rate=args.lr,
-        num_train_epochs=args.epochs, dataloader_num_workers=args.workers, remove_unused_columns=False,
+        num_train_epochs=args.epochs, max_steps=args.max_steps, dataloader_num_workers=args.workers, remove_unused_columns=False,
         save_strategy="no", eval_strategy="no", logging_steps=10, report_to=[], seed=0, use_cpu=not torch.cuda.is_available()))
     started = time.perf_counter()
     trainer.train()

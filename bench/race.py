@@ -58,9 +58,11 @@ def segkit_log(run: Path) -> tuple[float, float, int]:
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, data: Path, limit: int | None) -> dict[str, float]:
-    """Per-class IoU on whole test frames: logits upsampled to the label, argmax, one confusion matrix."""
-    lut, c = lookup(), len(CHOSEN) + 1
+def score(model: torch.nn.Module, data: Path, limit: int | None, chosen: list[str] = CHOSEN) -> dict[str, float]:
+    """Per-class IoU on whole test frames: logits upsampled to the label, argmax, one confusion
+    matrix; and each class's share of the scored pixels it is predicted on (`NAME_predicted`) and
+    covers (`NAME_covers`)."""
+    lut, c = lookup(chosen), len(chosen) + 1
     matrix = np.zeros((c, c), dtype=np.int64)
     model.eval()
     for path in sorted((data / "test").glob("*.png"))[:limit]:
@@ -73,9 +75,11 @@ def score(model: torch.nn.Module, data: Path, limit: int | None) -> dict[str, fl
         keep = truth != 255
         matrix += np.bincount(truth[keep] * c + pred[keep], minlength=c * c).reshape(c, c)
     iou = np.diag(matrix) / np.maximum(matrix.sum(0) + matrix.sum(1) - np.diag(matrix), 1)
-    names = ["background", *CHOSEN]
+    names, total = ["background", *chosen], max(1, matrix.sum())
+    shares = {f"{n}_{kind}": float(v / total) for kind, axis in (("predicted", 0), ("covers", 1))
+              for n, v in zip(names, matrix.sum(axis))}
     return {**{n: float(v) for n, v in zip(names, iou)}, "strict_mIoU": float(iou.mean()),
-            "class_mean": float(iou[1:].mean())}
+            "class_mean": float(iou[1:].mean()), **shares}
 
 
 def main() -> None:

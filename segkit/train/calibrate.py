@@ -34,9 +34,12 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
 from segkit.data.loaders import eval_loader
+from segkit.data.source import SPLITS
 from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
 from segkit.evaluation.scoring import evaluate
 from segkit.infer.scores import scores_for
+from segkit.infer.sliding import Windows
+from segkit.models.registry import FAMILIES
 from segkit.labels import LabelSet
 from segkit.run_folder import replace_dir, temp_dir_for
 
@@ -47,8 +50,6 @@ MARGIN = 0.005
 """`auto`: the held-out val gain in mIoU (0.5 points) the offsets must reach to be kept."""
 GRID = torch.linspace(-CLAMP, CLAMP, 25)
 ROUNDS = 3
-POSSIBLE = ("segformer", "vit")
-"""Families whose scores are the classifier's logits (see the module docstring)."""
 
 
 @dataclass
@@ -72,9 +73,13 @@ def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, se
     gen = torch.Generator().manual_seed(seed)
     scores, targets, images = [], [], []
     cm = ConfusionMatrix(labels.num_classes, labels.ignore_index, device=device)
+    windows = Windows()
     for batch in loader:
-        truth = batch["labels"]
-        inputs = [batch["pixel_values"][i] for i in range(len(truth))]
+        # images that `segment` would send through sliding windows are left out: their scores
+        # come from windows, and the sample holds whole-image scores only
+        whole = [i for i, t in enumerate(batch["labels"]) if not windows.applies(model.input_spec, *t.shape[-2:])]
+        truth = [batch["labels"][i] for i in whole]
+        inputs = [batch["pixel_values"][i] for i in whole]
         for k, s in scores_for(model, inputs, [tuple(t.shape[-2:]) for t in truth], device):
             cm.update(s.argmax(0), truth[k].to(s.device))
             t = truth[k].flatten()
@@ -82,7 +87,7 @@ def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, se
             pick = keep[torch.randperm(len(keep), generator=gen)[:per_image]]
             scores.append(s.flatten(1)[:, pick.to(s.device)].T.float().cpu())
             targets.append(t[pick].long())
-            images.append(torch.full((len(pick),), int(batch["index"][k]), dtype=torch.long))
+            images.append(torch.full((len(pick),), int(batch["index"][whole[k]]), dtype=torch.long))
     model.train(was_training)
     parts = gather_object([(torch.cat(scores), torch.cat(targets), torch.cat(images))] if scores else [])
     sample = ValSample(*(torch.cat([p[i] for p in parts]) for i in range(3)))
@@ -138,7 +143,7 @@ def fold(model: Any, offsets: torch.Tensor) -> None:
     bias[: len(offsets)] += offsets.to(bias)
 
 
-def fit(sample: ValSample, labels: LabelSet, view: str) -> dict[str, Any]:
+def fit_calibration(sample: ValSample, labels: LabelSet, view: str) -> dict[str, Any]:
     """Offsets fitted on the even val images, checked on the odd ones (held out)."""
     background = labels.background if view == "foreground" else None
     c = labels.num_classes
@@ -163,7 +168,7 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
     """
     if cfg.calibrate is False or data.val is None:
         return None
-    if family not in POSSIBLE:
+    if FAMILIES[family].query_based:
         return {"kept": False, "why": f"{family} scores pixels with query probabilities, which a class-logit bias "
                                       "cannot shift per class (segkit/train/calibrate.py)"}
     labels, view = data.labels, cfg.select_by
@@ -174,7 +179,7 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
 
     sample, matrix = sample_val(model, loader(data.val), labels, accelerator.device, seed=cfg.seed, with_matrix=True)
     matrix = accelerator.reduce(matrix, reduction="sum")
-    found = fit(sample, labels, view)
+    found = fit_calibration(sample, labels, view)
     offsets = found["offsets"]
     out: dict[str, Any] = {"view": view, "offsets": dict(zip(labels.names, offsets.tolist())),
                            "held_out": {"before": found["held_out_before"], "after": found["held_out_after"]},
@@ -212,7 +217,7 @@ def describe(calibration: dict[str, Any], results: dict[str, dict[str, Any]]) ->
         return f"calibration: skipped ({calibration['why']})"
     key = f"{calibration['view']}_mIoU"
     parts = []
-    for split in ("val", "test"):
+    for split in (s for s in SPLITS if s != "train"):
         before = calibration.get(f"{split}_before", {}).get(key)
         after = results.get(split, {}).get(calibration["view"], {}).get("mIoU")
         if before is not None and after is not None:

@@ -194,7 +194,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
 def _clock(plan: Plan, cfg: TrainConfig, data: DataBundle, accelerator: Accelerator, step: int) -> BudgetClock:
     """The budget's clock; `train` sets its start. The final report scores val and test, and a
     calibration scores val twice more and test once."""
-    sizes = {s: len(getattr(data, s)) for s in ("val", "test") if getattr(data, s) is not None}
+    sizes = {s: len(getattr(data, s)) for s in SPLITS if s != "train" and getattr(data, s) is not None}
     final = sum(sizes.values()) + (2 * sizes.get("val", 0) + sizes.get("test", 0) if cfg.calibrate is not False else 0)
     return BudgetClock(plan, time.perf_counter(), max_steps=cfg.max_steps, eval_every=cfg.eval_every,
                        budget_evals=cfg.budget_evals, val_images=sizes.get("val", 0), final_images=final,

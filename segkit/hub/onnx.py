@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from segkit.hub.onnx_swin import make_swin_exportable
 from segkit.infer.onnx_model import META_KEY, ONNX_FILE, OnnxSegModel, require
 from segkit.infer.scores import eval_transform, scores_for
 from segkit.models.base import SegModel
@@ -42,11 +43,12 @@ MIN_AGREEMENT = 0.999
 OPSET = 18
 VARIANTS = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 BLOCKED = {
-    "mask2former": "aten::view in the Swin backbone's window attention (transformers' SwinSelfAttention, the "
-                   "reshape of its output) cannot be exported by the dynamo exporter with dynamic height and width "
-                   "(torch 2.13: 'Cannot view a tensor ... with strides'), and TorchScript tracing freezes the "
-                   "window padding at the traced size (scores off by 0.04 at any other size). MaskFormer, whose "
-                   "own Swin exports, and SegFormer are the families to deploy with ONNX for now.",
+    "mask2former": "aten::view in transformers' Swin window attention (SwinSelfAttention's "
+                   "`attn_output.reshape(*input_shape, -1)`): with dynamic height and width the dynamo exporter "
+                   "(torch 2.13) fails with 'Cannot view a tensor with shape [..., 16, 2, 32] and strides "
+                   "(1024, 32, 512, 1)', even with Swin's padding made branch-free (segkit.hub.onnx_swin, which "
+                   "is what lets MaskFormer's own Swin export), and TorchScript tracing freezes the window "
+                   "padding at the traced size. Deploy MaskFormer or SegFormer with ONNX instead.",
 }
 """Families refused up front, with the operator that blocks them (measured: an attempt takes minutes)."""
 
@@ -116,6 +118,7 @@ class ScoreGraph(nn.Module):
                 for value in vars(parent).values():  # UperNet's blocks also call their layers from a plain list
                     if isinstance(value, list):
                         value[:] = [pool if v is module else v for v in value]
+        make_swin_exportable(self.model)  # MaskFormer/Mask2Former: Swin's padding at any size
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         inner = getattr(self.model, "model", None)

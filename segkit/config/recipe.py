@@ -246,7 +246,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     """AdamW weight decay (not applied to norms and biases)."""
     warmup_steps: int = 0
-    """Linear warmup from 0 to `lr`."""
+    """Linear warmup from 0 to `lr`, over this many steps (with a `time_budget`, it ramps up the
+    planned schedule over its first steps)."""
     schedule: Literal["poly", "cosine", "linear", "constant"] = "poly"
     """Decay after warmup."""
     max_grad_norm: float = 1.0
@@ -297,8 +298,8 @@ class TrainConfig:
     budget_evals: int = 4
     """With a `time_budget` and `eval_every: 0`: how many evaluations are spread over the plan."""
     warmup_ratio: float = 0.0
-    """Linear warmup over this share of the planned steps: the warmup for a `time_budget` (whose
-    step count is not known in advance); exclusive with `warmup_steps`."""
+    """Linear warmup over this share of the planned steps, for a `time_budget` (whose step count is
+    not known in advance); exclusive with `warmup_steps`."""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights with this decay (e.g. 0.999); evaluation,
     the best model and the export then use the averaged weights. None: off."""
@@ -413,9 +414,6 @@ def _check_train_plan(t: TrainConfig, m: ModelConfig, errors: list[str]) -> None
         except ValueError:
             errors.append(f"train.time_budget: {t.time_budget!r} is not a duration; write e.g. 90s, 10m, 1.5h "
                           "(or seconds), or null to train by epochs or max_steps")
-        if t.warmup_steps:
-            errors.append("train.warmup_steps: a time budget's step count is only known once it is measured; "
-                          "set train.warmup_ratio (a share of the planned steps) instead, or warmup_steps: 0")
     if t.budget_evals < 1:
         errors.append("train.budget_evals: must be >= 1 (evaluations spread over a time budget)")
     if not 0 <= t.warmup_ratio < 1:

@@ -65,14 +65,17 @@ def lr_factor(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def planned_factor(kind: str, warmup_ratio: float, plan: Plan) -> Callable[[int], float]:
+def planned_factor(kind: str, warmup_ratio: float, plan: Plan, warmup_steps: int = 0) -> Callable[[int], float]:
     """As `lr_factor`, over a plan whose length may change while it runs (a time budget): it reads
-    `plan.progress`, which stays continuous across re-plans, so the lr never jumps."""
+    `plan.progress`, which stays continuous across re-plans, so the lr never jumps. A warmup in
+    steps (a recipe written for epochs, run on a budget) ramps the decayed rate up over its first
+    `warmup_steps`: the product of two continuous curves, whatever the plan does."""
 
     def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
         if warmup_ratio and plan.progress(step) < warmup_ratio:
             return min(1.0, plan.progress(step + 1) / warmup_ratio)
-        return decay(kind, (plan.progress(step) - warmup_ratio) / (1.0 - warmup_ratio))
+        return ramp * decay(kind, (plan.progress(step) - warmup_ratio) / (1.0 - warmup_ratio))
 
     return factor
 
@@ -81,6 +84,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
     """LambdaLR over `total_steps`, or over `plan` for a time budget. With `warmup_ratio` and no
     plan, the warmup is that share of `total_steps`."""
     if plan is not None:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, planned_factor(cfg.schedule, cfg.warmup_ratio, plan))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, planned_factor(cfg.schedule, cfg.warmup_ratio, plan, cfg.warmup_steps))
     warmup = cfg.warmup_steps or round(cfg.warmup_ratio * total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, warmup, total_steps))

@@ -95,7 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              alpha=None if args.no_overlays else args.alpha, overwrite=args.overwrite,
                              sliding=args.sliding, window=_size_arg(args.window), overlap=args.overlap, flip=args.flip,
                              scales=_scales(args.tta),
-                             precision=args.precision, revision=args.revision)
+                             precision=args.precision, revision=args.revision, runtime=args.runtime)
     result = predict_folder(args.model, args.images, args.output, options)
     skipped = f", {result.skipped} already done" if result.skipped else ""
     failed = f", {result.failed} failed (see failures.csv)" if result.failed else ""
@@ -229,6 +229,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                     help="auto: fp32 on CPU (the reported figures), bf16/fp16 on GPU")
     pr.add_argument("--revision", help="Hub revision (branch, tag or commit) of a model id")
+    pr.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
+                    help="an export folder with weights and model.onnx: torch (the default, as auto) or onnx "
+                         "(onnxruntime); a .onnx file always runs in onnxruntime")
     pr.set_defaults(fn=cmd_predict)
 
     ex = sub.add_parser("export", help="write the model folder with a model card")

@@ -80,14 +80,17 @@ def test_graph_holds_off_the_size_grid(exported):
     assert parity.agreement >= 0.999 and parity.max_abs_diff < 1e-3, f"{family}: {parity.describe()}"
 
 
-def test_onnx_predict_matches_pytorch_predict(exported, tmp_path):
-    """The same folder through both runtimes, through the one inference path (sliding windows
-    included): masks agree on >= 99.9% of pixels, and the areas CSV has the same rows."""
+def test_onnx_predict_matches_pytorch_predict(exported, tmp_path, capsys):
+    """The same export folder (weights and model.onnx) through both runtimes, `--runtime onnx`
+    against the default (PyTorch), through the one inference path (sliding windows included):
+    masks agree on >= 99.9% of pixels."""
     family, export = exported
     folder = images(tmp_path / "images")
     assert cli(["predict", str(export), str(folder), "--output", str(tmp_path / "torch"), "--workers", "0"]) == 0
-    assert cli(["predict", str(export / "model.onnx"), str(folder), "--output", str(tmp_path / "ort"),
-                "--workers", "0"]) == 0
+    assert "ONNX graph" not in capsys.readouterr().out
+    assert cli(["predict", str(export), str(folder), "--output", str(tmp_path / "ort"), "--workers", "0",
+                "--runtime", "onnx"]) == 0
+    assert "precision fp32 inputs (the ONNX graph's own precision)" in capsys.readouterr().out
     same = total = 0
     for png in sorted((tmp_path / "torch" / "masks").glob("*.png")):
         with Image.open(png) as a, Image.open(tmp_path / "ort" / "masks" / png.name) as b:
@@ -96,6 +99,62 @@ def test_onnx_predict_matches_pytorch_predict(exported, tmp_path):
         same, total = same + (ours == theirs).sum(), total + ours.size
     assert total > 0 and same / total >= 0.999, f"{family}: {same / total:.4%} of pixels agree"
     assert (tmp_path / "ort" / "overlays").is_dir()
+
+
+@pytest.mark.parametrize("exported", ["segformer"], indirect=True)  # the trained quickstart-style run
+def test_int8_and_fp16_of_a_trained_model_each_get_their_own_check(exported, tmp_path, monkeypatch):
+    """On a trained SegFormer (its classes have margins, so the check means something), int8 and
+    fp16 are written with their own parity and size; an int8 graph whose scores are wrong
+    (injected: shuffled over classes in onnxruntime) is reported and not written."""
+    from segkit.infer.onnx_model import OnnxSegModel
+
+    run = exported[1].parent / "run"
+    out = tmp_path / "both"
+    assert cli(["export", str(run), "--output", str(out), "--format", "onnx",
+                "--quantize", "int8", "--quantize", "fp16"]) == 0
+    report = json.loads((out / "onnx_report.json").read_text())
+    assert report["refused"] == {} and report["variants"] == {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+    fp32, int8, fp16 = (report["parity"][k] for k in ("fp32", "int8", "fp16"))
+    for name, p in (("int8", int8), ("fp16", fp16)):
+        assert (out / f"model.{name}.onnx").is_file() and p["agreement"] >= 0.999, (name, p)
+        assert 0 < p["size_mb"] < fp32["size_mb"], (name, p["size_mb"], fp32["size_mb"])
+    assert int8["max_abs_diff"] > fp16["max_abs_diff"] > fp32["max_abs_diff"]  # each figure is its own
+    assert f"{int8['agreement']:.4%}" in (out / "README.md").read_text()
+
+    real_call = OnnxSegModel.__call__
+
+    def wrong_int8(self, pixels):
+        out = real_call(self, pixels)
+        if self.path.name == "model.int8.onnx":
+            out.scores = out.scores.roll(1, dims=1)
+        return out
+
+    monkeypatch.setattr(OnnxSegModel, "__call__", wrong_int8)
+    bad = tmp_path / "bad"
+    assert cli(["export", str(run), "--output", str(bad), "--format", "onnx", "--quantize", "int8"]) == 0
+    report = json.loads((bad / "onnx_report.json").read_text())
+    assert not (bad / "model.int8.onnx").exists() and (bad / "model.onnx").is_file()
+    assert report["refused"]["int8"].startswith("parity") and report["parity"]["int8"]["agreement"] < 0.999
+    assert "model.int8.onnx (not written" in (bad / "README.md").read_text()
+
+
+def test_runtime_choice_for_an_export_folder(tmp_path):
+    """An export folder with weights and model.onnx predicts with PyTorch unless told `onnx`; a
+    graph alone runs in onnxruntime; a runtime that the path cannot give is refused in words."""
+    from segkit.infer.onnx_model import onnx_path
+
+    both, graph_only, weights_only = (tmp_path / n for n in ("both", "graph", "weights"))
+    for folder, files in ((both, ("model.onnx", "model.safetensors")), (graph_only, ("model.onnx",)),
+                          (weights_only, ("model.safetensors",))):
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_bytes(b"")
+    assert onnx_path(both) is None and onnx_path(both, "torch") is None
+    assert onnx_path(both, "onnx") == both / "model.onnx" and onnx_path(graph_only) == graph_only / "model.onnx"
+    with pytest.raises(FileNotFoundError, match=r"--runtime onnx: .* holds no model.onnx.*--format onnx"):
+        onnx_path(weights_only, "onnx")
+    with pytest.raises(ValueError, match=r"--runtime torch: .* is an ONNX graph"):
+        onnx_path(both / "model.onnx", "torch")
 
 
 def test_a_failing_graph_is_refused_with_its_figures(tmp_path, monkeypatch):

@@ -45,15 +45,32 @@ def require(module: str) -> Any:
                           f"{INSTALL_HINT}") from None
 
 
-def onnx_path(model: str | Path) -> Path | None:
-    """The .onnx file `model` names (a file, or a folder holding model.onnx), else None."""
+RUNTIMES = ("auto", "torch", "onnx")
+"""`segkit predict --runtime`: auto takes PyTorch wherever there are weights, else the graph."""
+
+
+def onnx_path(model: str | Path, runtime: str = "auto") -> Path | None:
+    """The .onnx file to predict with (a file, or a folder holding model.onnx), or None for
+    PyTorch. An export folder holds both: `runtime` "onnx" picks its graph, "auto" and "torch"
+    its weights (the model the reported figures come from)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime {runtime}: choose from {', '.join(RUNTIMES)}.")
     path = Path(model).expanduser()
     if path.suffix == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file. Write one with `segkit export RUN --format onnx`.")
+        if runtime == "torch":
+            raise ValueError(f"--runtime torch: {path} is an ONNX graph; give the export folder that holds "
+                             "its weights, or leave --runtime out.")
         return path
-    if path.is_dir() and (path / ONNX_FILE).is_file() and not (path / "model.safetensors").is_file():
-        return path / ONNX_FILE  # a folder with only the graph; one with weights too predicts with PyTorch
+    graph = path / ONNX_FILE if path.is_dir() and (path / ONNX_FILE).is_file() else None
+    if runtime == "onnx":
+        if graph is None:
+            raise FileNotFoundError(f"--runtime onnx: {path} holds no {ONNX_FILE}. Write one with "
+                                    "`segkit export RUN --format onnx`, or leave --runtime out.")
+        return graph
+    if runtime == "auto" and graph is not None and not (path / "model.safetensors").is_file():
+        return graph  # a folder with only the graph
     return None
 
 

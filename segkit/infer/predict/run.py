@@ -62,6 +62,9 @@ class PredictOptions:
     """auto: bf16 (or fp16) on GPUs; on a CPU with native bf16, bf16 only where it measurably runs
     this model faster (segkit.precision), else fp32, the precision reports are scored in."""
     revision: str | None = None
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
+    """Which runs an export folder that holds both weights and model.onnx: auto and torch take
+    the weights, onnx the graph (onnxruntime). A .onnx file always runs in onnxruntime."""
 
 
 @dataclass
@@ -124,7 +127,7 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
     """Predict every image `inputs` names (files, folders, globs) into `output`."""
     options = options or PredictOptions()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    graph = onnx_path(model_path)  # MODEL.onnx, or a folder holding only one: onnxruntime, same path
+    graph = onnx_path(model_path, options.runtime)  # MODEL.onnx or --runtime onnx: onnxruntime, same path
     model = OnnxSegModel(graph) if graph else load_model(model_path, revision=options.revision).to(accelerator.device).eval()
     out = PredictFolder(Path(output), model.labels,
                         part=f".{accelerator.process_index}" if accelerator.num_processes > 1 else "")

@@ -1,5 +1,6 @@
 """Training images/s per DataLoader worker at 512² crops, for each family's training pipeline, and
-the workers one GPU needs to be fed at a target rate (250 images/s, about an H100 on SegFormer-B0).
+the workers one GPU needs to be fed at a target rate (250 images/s: BENCHMARKS.md's training
+target for one H100).
 
     python bench/bench_loader.py [--images 200] [--size 768] [--batches 20] [--target 250]
     python bench/bench_loader.py --smoke     # 96 px images, 64 px crops, a few batches

@@ -173,7 +173,7 @@ def test_each_decision_has_one_owner():
     assert calls_of("scores_for") == ["hub/onnx.py", "infer/segment.py", "train/calibrate.py"]
     assert calls_of("set_random_seed") == ["data/augment.py"]
     assert calls_of("load_default") == ["evaluation/overlays.py"]
-    assert calls_of("SegformerImageProcessorPil") == ["data/augment.py"]
+    assert calls_of("SegformerImageProcessorPil") == ["data/eval_transform.py"]
     assert calls_of("resolve_auto") == ["config/recipe.py"]
     assert calls_of("is_bf16_supported") == ["precision.py"]
 
@@ -218,3 +218,17 @@ def test_the_readme_layout_names_every_package():
             assert f"{folder.name}/" in layout, f"README's Layout does not show {folder}/"
     for module in PACKAGE.glob("*.py"):
         assert module.name == "__init__.py" or f"segkit/{module.name}" in layout, f"Layout lacks {module.name}"
+
+
+def test_inference_does_not_load_the_training_data_stack():
+    """A model and the inference path load without datasets, albumentations or OpenCV: `segkit
+    predict` and a deployed model pay for what they use (160 MB of RSS when they did not)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport segkit.models.build, segkit.infer.segment, segkit.infer.predict.run\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'datasets', 'albumentations', 'cv2', 'pandas'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -25,24 +25,17 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from segkit.config.recipe import AugmentConfig, InputSpec, hw  # noqa: E402
 from segkit.config.auto import resolved  # noqa: E402
+from segkit.data.eval_transform import EvalTransform, eval_processor  # noqa: E402
 from segkit.labels import IGNORE_INDEX  # noqa: E402
 
 # One OpenCV thread, set before any pool starts: augmentation runs in DataLoader workers, whose
 # extra threads would compete with the training's torch threads, and a forked worker that touches
 # a thread pool its parent started hangs (seen: cv2.setNumThreads inside a worker never returned).
 cv2.setNumThreads(1)
-
-PAD_DIVISOR = 32
-"""`eval_mode: pad` pads images to a multiple of this: the strides of the convolutional and Swin
-encoders divide it (patch models pad further to their patch, in `segkit.infer.scores`)."""
-
 
 def build_transforms(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float], train: bool,
                      seed: int | None = None) -> A.Compose | EvalTransform:
@@ -57,38 +50,6 @@ def build_transforms(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[fl
     if not train:
         return EvalTransform(eval_processor(InputSpec.from_augment(cfg), mean, std), cfg.eval_mode == "pad")
     return A.Compose(_train_steps(cfg), seed=seed, mask_interpolation=cv2.INTER_NEAREST)
-
-
-class EvalTransform:
-    """A PIL RGB image -> (3, h, w) float32 tensor, as the model is fed outside training.
-
-    The work is the image processor's (the one saved with the model, so `pipeline` does the same);
-    `pad` adds segkit's `eval_mode: pad`, bottom/right to `PAD_DIVISOR`, which no processor does.
-    Picklable, so DataLoader workers run it.
-    """
-
-    def __init__(self, processor: Any, pad: bool = False) -> None:
-        self.processor, self.pad = processor, pad
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels = torch.from_numpy(np.ascontiguousarray(self.processor(images=image, return_tensors="np")["pixel_values"][0]))
-        if self.pad:
-            h, w = pixels.shape[-2:]
-            pixels = F.pad(pixels, (0, (-w) % PAD_DIVISOR, 0, (-h) % PAD_DIVISOR))
-        return pixels
-
-
-def eval_processor(spec: InputSpec | None, mean: Sequence[float], std: Sequence[float]) -> Any:
-    """SegFormer's Pil processor, which does exactly resize -> rescale -> normalise like every
-    family's: the evaluation processor for data without a model yet (`segkit inspect`, tests), and
-    the processor of the vit family. Without `spec`, SegFormer's own defaults (resize to 512)."""
-    from transformers import SegformerImageProcessorPil  # transformers is slow to import; only here
-
-    if spec is None:
-        return SegformerImageProcessorPil(image_mean=list(mean), image_std=list(std), do_reduce_labels=False)
-    size = {"height": spec.size[0], "width": spec.size[1]} if spec.size else None
-    return SegformerImageProcessorPil(do_resize=spec.mode == "resize", image_mean=list(mean), image_std=list(std),
-                                      do_reduce_labels=False, **({"size": size} if size else {}))
 
 
 def _train_steps(cfg: AugmentConfig) -> list[A.BasicTransform]:

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from segkit.config.recipe import Recipe
-from segkit.data.augment import EvalTransform, build_transforms, reseed_transform
+from segkit.data.augment import build_transforms, reseed_transform
+from segkit.data.eval_transform import EvalTransform
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError

@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 import yaml
 from PIL import ExifTags, Image, ImageOps
@@ -34,7 +33,7 @@ def location(value: Any, split: str, index: int) -> str:
     return f"{path} ({split} row {index})" if path else f"{split} row {index}"
 
 
-def undecoded(ds: datasets.Dataset | datasets.IterableDataset) -> datasets.Dataset | datasets.IterableDataset:
+def undecoded(ds: Any) -> Any:
     """The same rows with every Image column left as {bytes, path}, so `read_image`/`read_label`
     decode them and a broken file becomes a DataError naming it (a skip, mid-run).
 
@@ -43,6 +42,8 @@ def undecoded(ds: datasets.Dataset | datasets.IterableDataset) -> datasets.Datas
     later does not reach a broken image decoded inside an earlier map. The streaming sources do
     it at load (`hub_datasets._hub_splits`); here it is a no-op for them.
     """
+    import datasets  # here, not at the top: `segkit predict` reads files with this module alone
+
     features = ds.features or {}
     for column, feature in features.items():
         if isinstance(feature, datasets.Image) and feature.decode:

@@ -15,7 +15,6 @@ has (`loader_workers`).
 from __future__ import annotations
 
 import os
-import signal
 from typing import Any
 
 import torch
@@ -25,13 +24,7 @@ from segkit.config.recipe import TrainConfig
 from segkit.config.auto import resolved
 from segkit.data.dataset import DataBundle, TargetCollate, eval_collate, train_collate
 from segkit.data.sampling import (EpochSeededItems, EpochShuffle, EpochTagged, RareClassSampler, image_weights,
-                                  worker_init_fn)
-
-
-def quiet_worker(_: int) -> None:
-    """Workers ignore Ctrl-C: the main process catches it and saves a checkpoint instead. (torch
-    runs its workers single-threaded itself; OpenCV is set to one thread at import, augment.py.)"""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                                  quiet_worker, worker_init_fn)
 
 
 def _stream_worker(worker_id: int) -> None:

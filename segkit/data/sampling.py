@@ -17,6 +17,7 @@ every time it is drawn. Every draw here seeds itself with `mix_seed`.
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any, Iterator, Literal, Protocol
 
 import numpy as np
@@ -200,3 +201,9 @@ def worker_init_fn(worker_id: int) -> None:
         dataset = getattr(dataset, "dataset", None)
     if dataset is not None:
         dataset.reseed(seed)
+
+
+def quiet_worker(_: int) -> None:
+    """Workers ignore Ctrl-C: the main process catches it and saves a checkpoint instead. (torch
+    runs its workers single-threaded itself; OpenCV is set to one thread at import, augment.py.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

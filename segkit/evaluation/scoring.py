@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from segkit.config.recipe import Recipe
-from segkit.data import DataBundle, build_data
+from segkit.data.dataset import DataBundle, build_data
 from segkit.data.loaders import eval_loader
 from segkit.data.source import SPLITS
 from segkit.infer.scores import describe_tta, eval_transform

@@ -138,7 +138,7 @@ def example_input(model: SegModel) -> torch.Tensor:
 def parity_images(model: SegModel, count: int = 4) -> list[Image.Image]:
     """Synthetic images around the model's own input size: two alike (a batch of two), one
     stretched off the size grid, one larger."""
-    from segkit.data import make_synthetic
+    from segkit.data.sources.synthetic import make_synthetic
 
     h, w = model.input_spec.size or model.input_spec.window or (64, 64)
     side = max(h, w, model.min_size)

@@ -25,7 +25,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from segkit.data.augment import EvalTransform
+from segkit.data.eval_transform import EvalTransform
 
 
 def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

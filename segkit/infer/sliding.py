@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from segkit.config.recipe import InputSpec
-from segkit.data.augment import EvalTransform
+from segkit.data.eval_transform import EvalTransform
 from segkit.infer.scores import batch_scores
 
 SLIDE_AREA = 4

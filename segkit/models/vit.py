@@ -27,7 +27,7 @@ from transformers import (AutoConfig, AutoImageProcessor, Dinov2Config, Segforme
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
 from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
-from segkit.data.augment import eval_processor
+from segkit.data.eval_transform import eval_processor
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput
 from segkit.models.head_init import CarriedHead

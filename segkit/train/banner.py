@@ -8,7 +8,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from segkit.config.recipe import Recipe
-from segkit.data import DataBundle
+from segkit.data.dataset import DataBundle
 from segkit.data.source import SPLITS
 from segkit.models.base import SegModel
 from segkit.precision import Precision

@@ -35,7 +35,6 @@ from torch.utils.data import DataLoader
 
 from segkit.data.loaders import eval_loader
 from segkit.data.source import SPLITS
-from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
 from segkit.evaluation.scoring import evaluate
 from segkit.infer.scores import scores_for
 from segkit.infer.sliding import Windows
@@ -64,15 +63,13 @@ class ValSample:
 
 @torch.no_grad()
 def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, seed: int = 0,
-               per_image: int = PIXELS_PER_IMAGE, with_matrix: bool = False) -> Any:
+               per_image: int = PIXELS_PER_IMAGE) -> ValSample | None:
     """Scores of a seeded sample of each val image's labelled pixels, at label size, through the
-    one inference path; gathered from every process. `with_matrix` also returns this process's
-    confusion matrix of every pixel (the uncalibrated val figures, from the same pass)."""
+    one inference path; gathered from every process. None when no val image is scored whole."""
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     scores, targets, images = [], [], []
-    cm = ConfusionMatrix(labels.num_classes, labels.ignore_index, device=device)
     windows = Windows()
     for batch in loader:
         # images that `segment` would send through sliding windows are left out: their scores
@@ -81,7 +78,6 @@ def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, se
         truth = [batch["labels"][i] for i in whole]
         inputs = [batch["pixel_values"][i] for i in whole]
         for k, s in scores_for(model, inputs, [tuple(t.shape[-2:]) for t in truth], device):
-            cm.update(s.argmax(0), truth[k].to(s.device))
             t = truth[k].flatten()
             keep = (t != labels.ignore_index).nonzero().flatten()
             pick = keep[torch.randperm(len(keep), generator=gen)[:per_image]]
@@ -90,8 +86,9 @@ def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, se
             images.append(torch.full((len(pick),), int(batch["index"][whole[k]]), dtype=torch.long))
     model.train(was_training)
     parts = gather_object([(torch.cat(scores), torch.cat(targets), torch.cat(images))] if scores else [])
-    sample = ValSample(*(torch.cat([p[i] for p in parts]) for i in range(3)))
-    return (sample, cm.matrix) if with_matrix else sample
+    if not parts:
+        return None
+    return ValSample(*(torch.cat([p[i] for p in parts]) for i in range(3)))
 
 
 def miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, background: int | None = None) -> float:
@@ -177,13 +174,15 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
     def loader(split: Any) -> DataLoader:
         return eval_loader(split, batch, cfg.num_workers, accelerator.process_index, accelerator.num_processes)
 
-    sample, matrix = sample_val(model, loader(data.val), labels, accelerator.device, seed=cfg.seed, with_matrix=True)
-    matrix = accelerator.reduce(matrix, reduction="sum")
+    sample = sample_val(model, loader(data.val), labels, accelerator.device, seed=cfg.seed)
+    if sample is None:
+        return {"kept": False, "why": "every val image goes through sliding windows, and the fit needs whole-image "
+                                      "scores"}
     found = fit_calibration(sample, labels, view)
     offsets = found["offsets"]
     out: dict[str, Any] = {"view": view, "offsets": dict(zip(labels.names, offsets.tolist())),
                            "held_out": {"before": found["held_out_before"], "after": found["held_out_after"]},
-                           "val_before": _views(compute_metrics(matrix, labels))}
+                           "val_before": _views(evaluate(model, loader(data.val), labels, accelerator))}
     if data.test is not None:
         out["test_before"] = _views(evaluate(model, loader(data.test), labels, accelerator))
     gain = found["held_out_after"] - found["held_out_before"]

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from segkit.config.recipe import Recipe
-from segkit.data import DataBundle
+from segkit.data.dataset import DataBundle
 from segkit.infer.scores import eval_transform, group_by_shape
 from segkit.models.base import SegModel
 from segkit.models.head_init import carries, describe_carry, install

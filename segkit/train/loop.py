@@ -32,7 +32,9 @@ from segkit.train.space import dir_bytes, free_bytes, human, not_enough_space, t
 from segkit.data.skips import SkipLog
 from segkit.data.source import SPLITS
 from segkit.config.recipe import InputSpec, Recipe, TrainConfig, hw, save_recipe
-from segkit.data import DataBundle, build_data, load_source, select_classes
+from segkit.data.classes import select_classes
+from segkit.data.dataset import DataBundle, build_data
+from segkit.data.sources.hub_datasets import load_source
 from segkit.data.loaders import build_train_loader, eval_loader
 from segkit.data.pixels import DeviceNormalise
 from segkit.evaluation.scoring import evaluate, report_splits

@@ -24,8 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from segkit.data.augment import EvalTransform
-from segkit.data.loaders import quiet_worker
+from segkit.data.eval_transform import EvalTransform
+from segkit.data.sampling import quiet_worker
 from segkit.infer.onnx_model import OnnxSegModel, onnx_path
 from segkit.infer.scores import eval_transform
 from segkit.infer.segment import Job, segment
@@ -186,8 +186,10 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
             f.result()
     bar.close()
     accelerator.wait_for_everyone()
-    if accelerator.num_processes > 1 and accelerator.is_main_process:
-        _merge_parts(Path(output), model)
+    if accelerator.num_processes > 1:
+        if accelerator.is_main_process:
+            _merge_parts(Path(output), model)
+        accelerator.wait_for_everyone()  # every process counts what is left from the merged tables
     return PredictResult(processed, len(items) - len(remaining), failed, Path(output),
                          left=_left(PredictFolder(Path(output), model.labels), items, options.alpha is not None))
 

@@ -21,10 +21,9 @@ import albumentations as A
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
+from common import SHARED, parser, peak_rss_mb  # noqa: I001  (bench/ is on the path)
 from PIL import Image
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, Trainer, TrainerCallback, TrainingArguments
-
-from common import SHARED, parser, peak_rss_mb  # noqa: I001  (bench/ is on the path)
 
 CAMVID = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian",
           "bicyclist", "unlabelled"]

@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PIL import Image
-
 from common import ROOT, SHARED, parser, record, table  # noqa: I001
+from PIL import Image
 
 
 def raw_rate(files: list, masks: list) -> float:

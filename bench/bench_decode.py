@@ -41,7 +41,7 @@ def main() -> None:
     os.environ["SEGKIT_CACHE"] = str(work / "cache")
     sys.path.insert(0, str(ROOT))
     import tests.test_exports as fx
-    from segkit.config.recipe import DataConfig
+    from segkit.config.sections import DataConfig
     from segkit.data.convert import convert
     from segkit.data.sources.hub_datasets import load_source
 

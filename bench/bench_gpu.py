@@ -22,9 +22,8 @@ from __future__ import annotations
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from common import ROOT, SHARED, parser, record, table  # noqa: I001
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def enable_tf32() -> None:
@@ -56,7 +55,7 @@ def timed(fn, steps: int) -> float:  # noqa: ANN001
 
 def maskformer(size: str, batch: int, res: int, compiled: str | None, steps: int, device: str, peak: float) -> dict:
     """`compiled`: the torch.compile backend, or None for eager."""
-    from segkit.config.recipe import ModelConfig
+    from segkit.config.sections import ModelConfig
     from segkit.labels import LabelSet
     from segkit.models import build_model
 
@@ -113,7 +112,7 @@ def maskformer(size: str, batch: int, res: int, compiled: str | None, steps: int
 
 
 def segformer_inference(size: str, batch: int, res: int, steps: int, device: str) -> float:
-    from segkit.config.recipe import ModelConfig
+    from segkit.config.sections import ModelConfig
     from segkit.labels import LabelSet
     from segkit.models import build_model
 

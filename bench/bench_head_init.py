@@ -24,17 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import OUT, ROOT, parser, record, table  # noqa: I001
 
 RECIPE = ROOT / "recipes" / "camvid-4class-segformer.yaml"
 
 
 def step_zero(checkpoint: Path, limit: int | None) -> list[dict]:
-    from segkit.config.recipe import InputSpec, load_recipe
+    from segkit.config.recipe import load_recipe
+    from segkit.config.sections import InputSpec
     from segkit.data import build_data, load_source, select_classes
-    from segkit.infer.scores import eval_transform, group_by_shape
     from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
+    from segkit.infer.scores import eval_transform, group_by_shape
     from segkit.models import build_model, load_model
     from segkit.models.head_init import install
 

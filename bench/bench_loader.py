@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import parser, record, table  # noqa: I001
 
 FAMILIES = ("segformer", "maskformer", "mask2former", "vit")

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 import torch
-
 from common import parser, record  # noqa: I001  (bench/ is on the path)
+
 from segkit.evaluation.metrics import ConfusionMatrix
 
 IGNORE = 255

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import parser, peak_rss_mb, record, table  # noqa: I001
 
 RUNTIMES = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
@@ -68,7 +67,7 @@ def main() -> None:
     if args.worker:
         return worker(args.worker, args.dir, count, side, args.out)
 
-    from segkit.config.recipe import InputSpec, ModelConfig
+    from segkit.config.sections import InputSpec, ModelConfig
     from segkit.hub import onnx as onnx_export
     from segkit.labels import LabelSet
     from segkit.models.build import build_model

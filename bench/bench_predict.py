@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import torch
+from common import SHARED, parser, record, table  # noqa: I001
 from PIL import Image
-
-from common import OUT, SHARED, parser, record, table  # noqa: I001
 
 
 def main() -> None:
@@ -32,9 +31,9 @@ def main() -> None:
     args = p.parse_args()
     from transformers import pipeline
 
-    from segkit.config.recipe import InputSpec, ModelConfig
-    from segkit.labels import LabelSet
+    from segkit.config.sections import InputSpec, ModelConfig
     from segkit.infer.predict import PredictOptions, predict_folder
+    from segkit.labels import LabelSet
     from segkit.models import build_model
 
     n, size = (6, "tiny") if args.smoke else (args.images, args.size)

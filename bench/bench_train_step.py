@@ -18,7 +18,6 @@ import sys
 import time
 
 import torch
-
 from common import ROOT, parser, peak_rss_mb, record, table  # noqa: I001
 
 REAL = {"segformer": "b0", "maskformer": "swin-base", "mask2former": "swin-base", "vit": "small"}
@@ -27,11 +26,11 @@ REAL = {"segformer": "b0", "maskformer": "swin-base", "mask2former": "swin-base"
 
 def one(family: str, size: str, res: int, precision: str, batch: int, steps: int) -> dict:
     """Time `steps` training steps of one configuration in this process."""
-    from segkit.config.recipe import ModelConfig
-    from segkit.labels import LabelSet
-    from segkit.train.losses import CrossEntropy
+    from segkit.config.sections import ModelConfig
     from segkit.infer.scores import upsample_scores
+    from segkit.labels import LabelSet
     from segkit.models import build_model
+    from segkit.train.losses import CrossEntropy
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

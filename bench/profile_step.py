@@ -14,20 +14,20 @@ from __future__ import annotations
 import time
 
 import torch
-
 from common import ROOT, SHARED, parser, record, table  # noqa: I001
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
 
 
 def profile(precision: str, steps: int, workers: int, smoke: bool) -> dict[str, float]:
-    from segkit.config.recipe import InputSpec, load_recipe
+    from segkit.config.recipe import load_recipe
+    from segkit.config.sections import InputSpec
     from segkit.data import build_data
     from segkit.data.loaders import build_train_loader
     from segkit.data.pixels import DeviceNormalise
-    from segkit.train.losses import build_loss
     from segkit.infer.scores import upsample_scores
     from segkit.models import build_model
+    from segkit.train.losses import build_loss
     from segkit.train.optim import build_optimizer
 
     sets = [f"data.path={SHARED / 'camvid'}", f"train.num_workers={workers}"]

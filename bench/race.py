@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-from common import OUT, ROOT, SHARED, parser, record, table  # noqa: I001
 from baseline_trainer import CHOSEN, MEAN, STD, lookup
+from common import OUT, ROOT, SHARED, parser, record, table  # noqa: I001
+from PIL import Image
 
 RECIPE = ROOT / "recipes" / "camvid-4class-segformer.yaml"
 PEAK = "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); " \

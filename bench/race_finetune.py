@@ -29,9 +29,9 @@ import math
 import sys
 from pathlib import Path
 
+from baseline_trainer import CHOSEN
 from common import OUT, ROOT, SHARED, parser, record, table  # noqa: I001
 from race import measured, score
-from baseline_trainer import CHOSEN
 
 SUBSETS = {"4 rare": CHOSEN, "thin": ["pole", "fence", "sign_symbol"]}
 C11 = ROOT / "recipes" / "camvid-11class-segformer.yaml"

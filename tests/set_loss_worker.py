@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from segkit.config.recipe import ModelConfig
+from segkit.config.sections import ModelConfig
 from segkit.labels import LabelSet
 from segkit.models import build_model
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pytest
 from PIL import Image
 
-from segkit.config.recipe import ClassesConfig, DataConfig
+from segkit.config.sections import ClassesConfig, DataConfig
 from segkit.data.classes import select_classes
 from segkit.data.decode import read_label
 from segkit.data.sources.colour_masks import CAMVID, CITYSCAPES, fold_shared_colours

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from segkit.config.recipe import AugmentConfig, ClassesConfig, DataConfig, Recipe
+from segkit.config.recipe import Recipe
+from segkit.config.sections import AugmentConfig, ClassesConfig, DataConfig
 from segkit.data import (
     SegmentationDataset,
     build_data,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.config.recipe import ClassesConfig, Recipe
+from segkit.config.recipe import Recipe
+from segkit.config.sections import ClassesConfig
 from segkit.data import DataError, Source, build_data, select_classes
 from segkit.data.sources.hub_datasets import ADE20K_NAMES, SIDEWALK_NAMES
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data import DataError, load_source, make_synthetic
 from segkit.data.decode import read_image, read_label, to_rgb
 from segkit.data.sources.hub_datasets import ADE20K_NAMES, SIDEWALK_NAMES

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.evaluation.metrics import (EVALUATE_MODULE, ConfusionMatrix, compute_metrics, compute_metrics_fn,
-                                       flat_metrics, preprocess_logits_for_metrics)
+from segkit.evaluation.metrics import (
+    EVALUATE_MODULE,
+    ConfusionMatrix,
+    compute_metrics,
+    compute_metrics_fn,
+    flat_metrics,
+    preprocess_logits_for_metrics,
+)
 from segkit.labels import LabelSet
 
 LABELS = LabelSet(names=("background", "circle", "square", "never"), background=0)

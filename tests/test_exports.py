@@ -17,7 +17,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from segkit.cli import main as cli
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.decode import read_label
 from segkit.data.errors import DataError
 from segkit.data.sources.hub_datasets import load_source

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segkit.cli import main as cli
-from segkit.config.recipe import ClassesConfig, DataConfig, InputSpec, ModelConfig
+from segkit.config.sections import ClassesConfig, DataConfig, InputSpec, ModelConfig
 from segkit.data import load_source, select_classes
 from segkit.labels import LabelSet
 from segkit.models import build_model, load_model

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from segkit.cli import main as cli
 from tests.test_train import write_recipe

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from segkit.cli import main as cli
-from segkit.config.recipe import ClassesConfig, DataConfig
+from segkit.config.sections import ClassesConfig, DataConfig
 from segkit.data import DataError, load_source, select_classes
 from segkit.data.decode import read_label
 from segkit.models import ModelError, load_model
@@ -172,7 +172,7 @@ def test_evaluate_takes_a_hub_id(finished_run, tmp_path, monkeypatch):
 
 
 def test_a_gated_base_checkpoint_says_where_to_accept_its_terms(fake_hub):
-    from segkit.config.recipe import ModelConfig
+    from segkit.config.sections import ModelConfig
     from segkit.labels import LabelSet
     from segkit.models import build_model
 

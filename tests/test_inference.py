@@ -13,13 +13,14 @@ import torch
 from PIL import Image
 
 from segkit.cli import main as cli
-from segkit.config.recipe import InputSpec, ModelConfig, load_recipe
+from segkit.config.recipe import load_recipe
+from segkit.config.sections import InputSpec, ModelConfig
 from segkit.data import load_source, select_classes
 from segkit.data.decode import read_label
 from segkit.infer.scores import eval_transform, scores_for
+from segkit.infer.segment import segment_images
 from segkit.labels import LabelSet
 from segkit.models import build_model
-from segkit.infer.segment import segment_images
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

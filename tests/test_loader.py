@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from segkit.cli import main as cli
-from segkit.config.recipe import DataConfig, Recipe, recipe_from_dict
+from segkit.config.recipe import Recipe, recipe_from_dict
+from segkit.config.sections import DataConfig
 from segkit.data import build_data
 from segkit.data.loaders import build_train_loader, eval_loader, loader_workers
 from segkit.data.pixels import DeviceNormalise, hwc_to_chw_uint8

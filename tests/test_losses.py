@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.config.recipe import LossConfig
+from segkit.config.sections import LossConfig
 from segkit.train.losses import (
     MAX_WEIGHT_RATIO,
     CrossEntropy,

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from segkit.cli import main as cli
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.errors import DataError
 from segkit.data.sources.hub_datasets import load_source
 from tests.test_exports import WRITERS

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from segkit.labels import LabelSet
 from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
 from segkit.evaluation.report import format_table, write_report
+from segkit.labels import LabelSet
 
 VIEW_KEYS = ("mIoU", "mAcc", "mDice", "aAcc", "fwIoU")
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkit.config.recipe import LossConfig, ModelConfig, load_recipe
-from segkit.labels import LabelSet
+from segkit.config.recipe import load_recipe
+from segkit.config.sections import LossConfig, ModelConfig
 from segkit.infer.scores import upsample_scores
+from segkit.labels import LabelSet
 from segkit.models import FAMILIES, ModelError, build_model, load_model, to_scores
 from segkit.models.maskformer import semantic_to_targets
 

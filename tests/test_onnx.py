@@ -162,7 +162,7 @@ def test_a_failing_graph_is_refused_with_its_figures(tmp_path, monkeypatch):
     is not written, and the message gives the agreement; a failing int8 variant is reported."""
     import torch
 
-    from segkit.config.recipe import InputSpec, ModelConfig
+    from segkit.config.sections import InputSpec, ModelConfig
     from segkit.hub import onnx as onnx_export
     from segkit.infer.onnx_model import OnnxSegModel
     from segkit.labels import LabelSet
@@ -184,7 +184,7 @@ def test_a_failing_graph_is_refused_with_its_figures(tmp_path, monkeypatch):
 
 
 def test_mask2former_is_refused_naming_the_operator(tmp_path):
-    from segkit.config.recipe import InputSpec, ModelConfig
+    from segkit.config.sections import InputSpec, ModelConfig
     from segkit.hub.onnx import OnnxExportError, export_onnx
     from segkit.labels import LabelSet
     from segkit.models.build import build_model

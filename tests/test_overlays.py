@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.labels import LabelSet
 from segkit.evaluation.overlays import GAP, blend, colorize, confusion_image, legend, panel
+from segkit.labels import LabelSet
 
 # Saturated, non-grey colours: white-on-dark text antialiasing only makes greys, so a pixel of one
 # of these colours can only come from a swatch or an overlay.

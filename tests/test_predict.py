@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import resource
 import subprocess
 import sys
 import textwrap
@@ -19,7 +17,7 @@ import torch
 from PIL import Image
 
 from segkit.cli import main as cli
-from segkit.config.recipe import InputSpec, ModelConfig
+from segkit.config.sections import InputSpec, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models import build_model
 
@@ -179,7 +177,7 @@ def test_sliding_windows_blend_overlaps_and_cover_every_pixel():
 MEMORY_CHECK = textwrap.dedent("""
     import resource, sys, numpy as np, torch
     from PIL import Image
-    from segkit.config.recipe import InputSpec, ModelConfig
+    from segkit.config.sections import InputSpec, ModelConfig
     from segkit.labels import LabelSet
     from segkit.models import build_model
     from segkit.infer.sliding import sliding_mask

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-
-import numpy as np
-import pytest
-from PIL import Image
 
 from segkit.cli import main as cli
 

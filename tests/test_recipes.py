@@ -264,7 +264,8 @@ def test_the_banner_says_what_auto_turned_on(tmp_path, capsys):
 
 
 def test_hand_built_sections_say_auto_needs_the_recipe_and_build_data_resolves_it():
-    from segkit.config.recipe import AugmentConfig, DataConfig, LossConfig, Recipe
+    from segkit.config.recipe import Recipe
+    from segkit.config.sections import AugmentConfig, DataConfig, LossConfig
     from segkit.data.augment import build_transforms
     from segkit.data.dataset import build_data
     from segkit.train.losses import build_loss

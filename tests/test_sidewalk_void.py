@@ -4,7 +4,7 @@ unless chosen, and `segkit inspect` lists them among the ignored."""
 from __future__ import annotations
 
 from segkit.cli import main as cli
-from segkit.config.recipe import ClassesConfig, DataConfig
+from segkit.config.sections import ClassesConfig, DataConfig
 from segkit.data import load_source, select_classes
 from segkit.data.source import unlabeled_ids
 from tests.test_recipes import build_sidewalk

@@ -115,7 +115,7 @@ def collection_sites(members: set[str], dicts: bool = True) -> list[str]:
 
 def test_shared_vocabularies_are_defined_once():
     assert collection_sites({".png", ".jpg", ".jpeg", ".tif"}) == ["data/decode.py"]
-    assert collection_sites({"inverse", "sqrt_inverse", "enet"}) == ["config/recipe.py"]
+    assert collection_sites({"inverse", "sqrt_inverse", "enet"}) == ["config/sections.py"]
     assert collection_sites({"train", "val", "test"}, dicts=False) == ["data/source.py"]
     # the family names are typed once each, in the registry's table, never as a list
     assert collection_sites({"segformer", "maskformer", "mask2former", "vit"}) == []

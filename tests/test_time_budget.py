@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from segkit.cli import main as cli
-from segkit.config.recipe import RecipeError, parse_duration, recipe_from_dict
+from segkit.config.checks import parse_duration
+from segkit.config.recipe import RecipeError, recipe_from_dict
 from segkit.train.optim import planned_factor
 from segkit.train.time_budget import BudgetClock, Plan
 from tests.test_train import TINY, write_recipe
@@ -26,8 +27,9 @@ def _records(run: Path) -> list[dict]:
 def test_a_20s_budget_ends_within_3_percent_and_says_its_plan(tmp_path: Path, capsys):
     recipe = write_recipe(tmp_path, train={"epochs": 1, "warmup_steps": 0, "warmup_ratio": 0.1,
                                            "time_budget": f"{BUDGET_S:g}s", "tracker": "none"})
-    import segkit.train.loop  # noqa: F401  interpreter start-up (imports) is not the run's time
     import transformers.models.segformer  # noqa: F401
+
+    import segkit.train.loop  # noqa: F401  interpreter start-up (imports) is not the run's time
 
     started = time.perf_counter()
     assert cli(["train", str(recipe), "--output-dir", str(tmp_path / "out")]) == 0

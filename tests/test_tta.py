@@ -52,7 +52,7 @@ def test_multi_scale_averages_probabilities_at_label_size(model):
 
 def test_tta_reaches_whole_images_and_sliding_windows(finished_run, monkeypatch):
     import segkit.infer.sliding as sliding
-    from segkit.config.recipe import InputSpec
+    from segkit.config.sections import InputSpec
     from segkit.models import load_model
 
     model = load_model(finished_run).eval()

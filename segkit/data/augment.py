@@ -27,8 +27,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
-from segkit.config.recipe import AugmentConfig, InputSpec, hw  # noqa: E402
 from segkit.config.auto import resolved  # noqa: E402
+from segkit.config.sections import AugmentConfig, InputSpec, hw  # noqa: E402
 from segkit.data.eval_transform import EvalTransform, eval_processor  # noqa: E402
 from segkit.labels import IGNORE_INDEX  # noqa: E402
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from segkit.config.recipe import ClassesConfig
+from segkit.config.sections import ClassesConfig
 from segkit.data.errors import DataError
 from segkit.data.source import Source
 from segkit.labels import IGNORE_INDEX, LabelSet

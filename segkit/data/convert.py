@@ -17,11 +17,12 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.decode import location, read_label, undecoded
 from segkit.data.source import HUB_SPLIT_NAMES
 from segkit.data.sources.annotated import save_label
 from segkit.data.sources.hub_datasets import load_source
+
 
 def convert(cfg: DataConfig, output: Path, hub: bool = False) -> Path:
     """Write every split of `cfg`'s source under `output`; returns `output`."""

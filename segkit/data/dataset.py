@@ -18,10 +18,10 @@ from PIL import Image
 
 from segkit.config.recipe import Recipe
 from segkit.data.augment import build_transforms, reseed_transform
-from segkit.data.eval_transform import EvalTransform
 from segkit.data.classes import Selection, select_classes
 from segkit.data.decode import location, read_image, read_label, undecoded
 from segkit.data.errors import DataError
+from segkit.data.eval_transform import EvalTransform
 from segkit.data.pixels import hwc_to_chw_uint8
 from segkit.data.source import Source
 from segkit.data.sources.hub_datasets import load_source

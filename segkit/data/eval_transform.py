@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from segkit.config.recipe import InputSpec
+from segkit.config.sections import InputSpec
 
 PAD_DIVISOR = 32
 """`eval_mode: pad` pads images to a multiple of this: the strides of the convolutional and Swin

@@ -20,11 +20,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from segkit.config.recipe import TrainConfig
 from segkit.config.auto import resolved
+from segkit.config.sections import TrainConfig
 from segkit.data.dataset import DataBundle, TargetCollate, eval_collate, train_collate
-from segkit.data.sampling import (EpochSeededItems, EpochShuffle, EpochTagged, RareClassSampler, image_weights,
-                                  quiet_worker, worker_init_fn)
+from segkit.data.sampling import (
+    EpochSeededItems,
+    EpochShuffle,
+    EpochTagged,
+    RareClassSampler,
+    image_weights,
+    quiet_worker,
+    worker_init_fn,
+)
 
 
 def _stream_worker(worker_id: int) -> None:

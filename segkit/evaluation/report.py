@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from segkit.labels import LabelSet
 from segkit.evaluation.overlays import confusion_image, panel
 from segkit.evaluation.per_image import write_per_image
-from segkit.run_folder import Report, atomic_write, write_json, write_text
 from segkit.infer.segment import segment_images
+from segkit.labels import LabelSet
+from segkit.run_folder import Report, atomic_write, write_json, write_text
 
 
 def _pct(value: float | None, undefined: str = "n/a") -> str:

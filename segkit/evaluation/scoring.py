@@ -25,17 +25,16 @@ from segkit.config.recipe import Recipe
 from segkit.data.dataset import DataBundle, build_data
 from segkit.data.loaders import eval_loader
 from segkit.data.source import SPLITS
+from segkit.evaluation.html_report import write_html
+from segkit.evaluation.metrics import ConfusionMatrix, ImageTally, compute_metrics
+from segkit.evaluation.report import train_share, write_final_report
 from segkit.infer.scores import describe_tta, eval_transform
 from segkit.infer.segment import Job, segment
 from segkit.labels import LabelSet, check_same_labels
-from segkit.evaluation.metrics import ConfusionMatrix, ImageTally, compute_metrics
 from segkit.models.base import SegModel
 from segkit.models.build import load_model
 from segkit.models.locate import looks_local
-from segkit.evaluation.html_report import write_html
-from segkit.evaluation.report import train_share, write_final_report
 from segkit.run_folder import Report, RunFolder
-
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from segkit.labels import LabelSet
 from segkit.models.locate import looks_local
 from segkit.models.registry import FAMILIES
 
+
 def dataset_id(recipe: Recipe) -> str | None:
     """The Hub dataset a recipe trained on, when it names one (a preset, or a repo id)."""
     path = recipe.data.path or PRESET_REPOS.get(recipe.data.format)

@@ -18,8 +18,13 @@ Measured with huggingface_hub 2.4 and datasets 5.2 against answers at the HTTP l
 
 from __future__ import annotations
 
-from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.errors import (
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.utils import httpx as hub_http
 
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (hub_http.HTTPError, OSError)

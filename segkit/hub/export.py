@@ -18,9 +18,9 @@ from typing import Sequence
 
 from huggingface_hub import HfApi, ModelCard
 
-from segkit.hub.card import model_card
 from segkit.config.recipe import Recipe, load_recipe
 from segkit.data.sources.hub_datasets import GATED_DATASETS, PRESET_REPOS
+from segkit.hub.card import model_card
 from segkit.hub.explain import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
 from segkit.run_folder import Report, RunFolder, replace_dir, temp_dir_for, write_text

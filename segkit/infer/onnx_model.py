@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from segkit.config.recipe import InputSpec
+from segkit.config.sections import InputSpec
 from segkit.labels import LabelSet
 from segkit.models.base import SegOutput
 

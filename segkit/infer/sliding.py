@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.config.recipe import InputSpec
+from segkit.config.sections import InputSpec
 from segkit.data.eval_transform import EvalTransform
 from segkit.infer.scores import batch_scores
 

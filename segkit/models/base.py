@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from segkit.config.recipe import InputSpec
+from segkit.config.sections import InputSpec
 from segkit.infer.segment import Job, segment
 from segkit.infer.sliding import Windows
 from segkit.labels import LabelSet
+
 
 class ModelError(ValueError):
     """A model that cannot be built or run as asked. The message says how to fix it."""

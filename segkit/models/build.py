@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
+from segkit.config.sections import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models import vit
 from segkit.models.base import ModelError, SegModel

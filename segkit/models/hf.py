@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 from transformers import PretrainedConfig
 
-from segkit.config.recipe import InputSpec
+from segkit.config.sections import InputSpec
 from segkit.hub.explain import NETWORK_ERRORS, explain
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel

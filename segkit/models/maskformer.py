@@ -15,15 +15,28 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (DetrConfig, Mask2FormerConfig, Mask2FormerForUniversalSegmentation,
-                          Mask2FormerImageProcessorPil, MaskFormerConfig, MaskFormerForInstanceSegmentation,
-                          MaskFormerImageProcessorPil, SwinConfig)
+from transformers import (
+    DetrConfig,
+    Mask2FormerConfig,
+    Mask2FormerForUniversalSegmentation,
+    Mask2FormerImageProcessorPil,
+    MaskFormerConfig,
+    MaskFormerForInstanceSegmentation,
+    MaskFormerImageProcessorPil,
+    SwinConfig,
+)
 
-from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
+from segkit.config.sections import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegOutput
-from segkit.models.hf import (HFSegModel, enable_checkpointing, head_note, load_for_labels, load_processor,
-                              read_checkpoint_config)
+from segkit.models.hf import (
+    HFSegModel,
+    enable_checkpointing,
+    head_note,
+    load_for_labels,
+    load_processor,
+    read_checkpoint_config,
+)
 from segkit.models.outputs import to_scores
 from segkit.models.registry import FAMILIES
 

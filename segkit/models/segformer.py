@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessorPil
 
-from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
+from segkit.config.sections import InputSpec, LossConfig, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegOutput
 from segkit.models.hf import HFSegModel, head_note, load_for_labels, load_processor, read_checkpoint_config

@@ -22,11 +22,18 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
-from transformers import (AutoConfig, AutoImageProcessor, Dinov2Config, SegformerImageProcessorPil,
-                          UperNetConfig, UperNetForSemanticSegmentation, ViTModel)
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    Dinov2Config,
+    SegformerImageProcessorPil,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+    ViTModel,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
-from segkit.config.recipe import InputSpec, LossConfig, ModelConfig
+from segkit.config.sections import InputSpec, LossConfig, ModelConfig
 from segkit.data.eval_transform import eval_processor
 from segkit.labels import LabelSet
 from segkit.models.base import ModelError, SegModel, SegOutput

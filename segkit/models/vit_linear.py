@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, SegformerImageProcessorPil
 
-from segkit.config.recipe import InputSpec
+from segkit.config.sections import InputSpec
 from segkit.labels import LabelSet
 from segkit.models.base import SegModel, SegOutput
 from segkit.models.registry import FAMILIES

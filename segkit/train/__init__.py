@@ -1,4 +1,7 @@
-"""Training: loop.py (setup -> fit -> finish) over optim.py (AdamW, warmup then decay),
-losses.py (segkit's pixel losses, class weights), checkpoint.py (atomic, exactly resumable) and
-runtime.py (the accelerate Accelerator, precision, threads, Ctrl-C).
+"""Training: loop.py (setup -> fit -> finish) over a Trainer (trainer.py), with banner.py (what is
+about to run), head_start.py (a classifier from the checkpoint's rows), optim.py (AdamW, warmup
+then decay), losses.py (segkit's pixel losses, class weights), time_budget.py (minutes, not
+steps), ema.py, calibrate.py (per-class offsets fitted on val), saving.py and checkpoint.py
+(atomic, exactly resumable), faults.py, guard.py, space.py and lost_workers.py (what a run
+survives), runtime.py (the accelerate Accelerator, threads, Ctrl-C).
 """

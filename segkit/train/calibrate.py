@@ -38,8 +38,8 @@ from segkit.data.source import SPLITS
 from segkit.evaluation.scoring import evaluate
 from segkit.infer.scores import scores_for
 from segkit.infer.sliding import Windows
-from segkit.models.registry import FAMILIES
 from segkit.labels import LabelSet
+from segkit.models.registry import FAMILIES
 from segkit.run_folder import replace_dir, temp_dir_for
 
 PIXELS_PER_IMAGE = 2048
@@ -210,7 +210,7 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
     return out
 
 
-def describe(calibration: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
+def describe_calibration(calibration: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     """One line for the log: the offsets and val/test before -> after."""
     if "offsets" not in calibration:
         return f"calibration: skipped ({calibration['why']})"

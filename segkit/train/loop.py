@@ -1,104 +1,59 @@
 """`segkit train`: setup -> fit (train_step, run_eval) -> finish, through accelerate.
 
-Read top to bottom: `setup` builds every piece from the recipe, `fit` is the loop, `finish` scores
-the exported model on val and test and writes the run's report. Checkpoints are atomic and
-resumable exactly (checkpoint.py, data/sampling.py); SIGINT/SIGTERM save one and stop cleanly.
+Read top to bottom: `setup` builds every piece from the recipe into a `Trainer` (trainer.py),
+`fit` is the loop, `finish` scores the exported model on val and test and writes the run's report.
+What the loop writes is in saving.py (atomic, exactly resumable: checkpoint.py, data/sampling.py),
+what it does when something goes wrong in faults.py, and a time budget's plan in time_budget.py.
+SIGINT/SIGTERM save a checkpoint and stop cleanly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
-from torch.utils.data import DataLoader, IterableDataset
+from accelerate.utils import set_seed
+from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
-from segkit.train.checkpoint import (TrainerState, checkpoint_dirs, fit_to_layout, load_checkpoint, prune,
-                                     resolve_resume, save_checkpoint)
-from segkit.train.guard import RunStopped, StepGuard, all_finite, halt_message, step_if_finite, what_is_kept
-from segkit.train.lost_workers import lost_worker_message, worker_was_killed
-from segkit.train.space import dir_bytes, free_bytes, human, not_enough_space, tensor_bytes, write_failed
-from segkit.data.skips import SkipLog
-from segkit.data.source import SPLITS
-from segkit.config.recipe import InputSpec, Recipe, TrainConfig, hw, save_recipe
+from segkit.config.checks import parse_duration
+from segkit.config.recipe import Recipe, save_recipe
+from segkit.config.sections import InputSpec, TrainConfig, hw
 from segkit.data.classes import select_classes
-from segkit.data.dataset import DataBundle, build_data
-from segkit.data.sources.hub_datasets import load_source
+from segkit.data.dataset import build_data
 from segkit.data.loaders import build_train_loader, eval_loader
 from segkit.data.pixels import DeviceNormalise
-from segkit.evaluation.scoring import evaluate, report_splits
-from segkit.infer.scores import eval_transform
-from segkit.train.losses import SegLoss, build_loss
-from segkit.infer.scores import upsample_scores
-from segkit.models.build import build_model, load_model
-from segkit.train.head_start import carry_head
-from segkit.train.banner import banner, flat_config
-from segkit.train.optim import build_optimizer, build_scheduler
+from segkit.data.skips import SkipLog
+from segkit.data.source import SPLITS
+from segkit.data.sources.hub_datasets import load_source
 from segkit.evaluation.report import summary_line
-from segkit.run_folder import RunFolder, replace_dir, temp_dir_for, write_json
-from segkit.train.runtime import StopRequest, choose_precision, make_accelerator, prepare_run, size_threads
-from segkit.config.recipe import parse_duration
-from segkit.train.calibrate import calibrate_run
-from segkit.train.calibrate import describe as describe_calibration
+from segkit.evaluation.scoring import evaluate, report_splits
+from segkit.infer.scores import eval_transform, upsample_scores
+from segkit.models.build import build_model, load_model
+from segkit.run_folder import RunFolder, write_json
+from segkit.train.banner import banner, flat_config
+from segkit.train.calibrate import calibrate_run, describe_calibration
+from segkit.train.checkpoint import TrainerState, fit_to_layout, load_checkpoint, resolve_resume
 from segkit.train.ema import WeightEMA
-from segkit.train.time_budget import PROBE_SKIP, PROBE_STEPS, BudgetClock, Plan
+from segkit.train.faults import check_bad_steps, lost_worker, note_skips, step_guard
+from segkit.train.guard import RunStopped, step_if_finite
+from segkit.train.head_start import carry_head
+from segkit.train.losses import build_loss
+from segkit.train.lost_workers import worker_was_killed
+from segkit.train.optim import build_optimizer, build_scheduler
+from segkit.train.runtime import StopRequest, choose_precision, make_accelerator, prepare_run, size_threads
+from segkit.train.saving import export_model, write_checkpoint
+from segkit.train.space import write_failed
+from segkit.train.time_budget import PROBE_SKIP, PROBE_STEPS, Plan, budget_clock, follow_budget, record_elapsed
+from segkit.train.trainer import Trainer
 
 log = logging.getLogger("segkit")
-
-@dataclass
-class Trainer:
-    """Everything the loop touches, built once by `setup`."""
-
-    recipe: Recipe
-    run: RunFolder
-    accelerator: Accelerator
-    model: torch.nn.Module
-    """The prepared model (DDP-wrapped under several processes); `accelerator.unwrap_model` gives
-    the SegModel."""
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    criterion: SegLoss | None
-    """segkit's pixel loss, or None for families that train on their own loss."""
-    loader: DataLoader
-    items: Any
-    """The object whose `set_epoch` reseeds augmentation (the seeded items, or the stream)."""
-    sampler: Any
-    val_loader: DataLoader | None
-    data: DataBundle
-    total_steps: int
-    epochs: int
-    state: TrainerState
-    stop: StopRequest
-    eval_at_start: bool = False
-    """Score val before the first step (a classifier built from the checkpoint's has a starting point)."""
-    guard: StepGuard | None = None
-    """The non-finite guard (train/guard.py); `fit` builds it with the resumed counts."""
-    skips: SkipLog | None = None
-    """Unreadable training samples met so far (RUN/skipped.csv); `fit` builds it."""
-    budget: BudgetClock | None = None
-    """`train.time_budget`'s clock and plan (train/time_budget.py); None trains by epochs or steps."""
-    ema: WeightEMA | None = None
-    """The weight average (`train.ema_decay`): what evaluation scores and export writes."""
-    started: float = 0.0
-    """time.perf_counter() when `train` began: the start of the budget and of `elapsed_s`."""
-    normalise: DeviceNormalise | None = None
-    """The model's mean/std applied to the uint8 batches on the device (segkit.data.pixels)."""
-
-    @property
-    def cfg(self) -> TrainConfig:
-        return self.recipe.train
-
 
 # ----------------------------------------------------------------------------------- setup
 
@@ -189,19 +144,8 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
                    scheduler=scheduler, criterion=criterion, loader=loader, items=items, sampler=sampler,
                    val_loader=val_loader, data=data, total_steps=total_steps, epochs=epochs, state=state,
                    stop=StopRequest(), eval_at_start=at_start, ema=ema,
-                   budget=None if plan is None else _clock(plan, cfg, data, accelerator, state.step),
+                   budget=None if plan is None else budget_clock(plan, cfg, data, accelerator, state.step),
                    normalise=DeviceNormalise(model.image_mean, model.image_std))
-
-
-def _clock(plan: Plan, cfg: TrainConfig, data: DataBundle, accelerator: Accelerator, step: int) -> BudgetClock:
-    """The budget's clock; `train` sets its start. The final report scores val and test, and a
-    calibration scores val twice more and test once."""
-    sizes = {s: len(getattr(data, s)) for s in SPLITS if s != "train" and getattr(data, s) is not None}
-    final = sum(sizes.values()) + (2 * sizes.get("val", 0) + sizes.get("test", 0) if cfg.calibrate is not False else 0)
-    return BudgetClock(plan, time.perf_counter(), max_steps=cfg.max_steps, eval_every=cfg.eval_every,
-                       budget_evals=cfg.budget_evals, val_images=sizes.get("val", 0), final_images=final,
-                       batch_images=cfg.batch_size * accelerator.num_processes * cfg.grad_accum, start_step=step,
-                       text=str(cfg.time_budget))
 
 
 def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
@@ -218,12 +162,18 @@ def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------- the loop
 
 
+def checkpoint(t: Trainer) -> None:
+    """A resumable checkpoint, once the guard's verdicts are read: a run it stops saves nothing."""
+    check_bad_steps(t)
+    write_checkpoint(t)
+
+
 def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """One forward/backward; the optimizer steps only when accumulation is complete, and only
     when the loss and the gradient norm are finite (train/guard.py: no host sync on a GPU)."""
     # uint8 crops and labels come off the (pinned, non-blocking) copy; widening and normalising
     # them here is elementwise work on the device, not a sync
-    labels, guard = batch["labels"].long(), _guard(t)
+    labels, guard = batch["labels"].long(), step_guard(t)
     pixels = t.normalise(batch["pixel_values"]) if t.normalise is not None else batch["pixel_values"]
     targets = {k: batch[k] for k in ("mask_labels", "class_labels") if k in batch}  # built in the collate
     guard.before_forward(t.model)
@@ -251,33 +201,6 @@ def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             t.optimizer.zero_grad(set_to_none=True)
             guard.record(t.state.step + 1, ok)
     return loss.detach()
-
-
-def _guard(t: Trainer) -> StepGuard:
-    if t.guard is None:
-        t.guard = StepGuard(t.cfg.max_bad_steps, total=t.state.bad_steps, in_a_row=t.state.bad_in_a_row,
-                            check_grad_norm=t.accelerator.mixed_precision != "fp16")
-    return t.guard
-
-
-def check_bad_steps(t: Trainer) -> None:
-    """Read the guard's verdicts (where the loop syncs anyway), log each bad step, and stop after
-    `train.max_bad_steps` in a row. Nothing is saved then: the skipped steps left the weights as
-    the last good step made them, and the last checkpoint holds those."""
-    guard, s = _guard(t), t.state
-    bad = guard.drain()
-    s.bad_steps, s.bad_in_a_row = guard.total, guard.in_a_row
-    if t.accelerator.is_main_process:
-        for step in bad:
-            t.run.log({"step": step, "event": "non_finite", "bad_steps": guard.total})
-            tqdm.write(f"step {step}: non-finite loss or gradient norm; optimizer step skipped "
-                       f"({guard.total} so far)")
-    if guard.exhausted:
-        found = checkpoint_dirs(t.run.checkpoints)
-        message = halt_message(s.step, guard.in_a_row, str(found[-1]) if found else None)
-        if t.accelerator.is_main_process:
-            t.run.log({"step": s.step, "event": "stopped", "reason": "non_finite", "bad_steps": guard.total})
-        raise RunStopped(message)
 
 
 def run_eval(t: Trainer) -> None:
@@ -320,92 +243,6 @@ def start_eval(t: Trainer) -> None:
         tqdm.write(f"step 0 (before training): val {summary_line(metrics)}")
 
 
-def export_model(t: Trainer) -> None:
-    """Write the current weights to model/ (Hugging Face layout), replacing it atomically."""
-    t.accelerator.wait_for_everyone()
-    if t.accelerator.is_main_process:
-        model = t.accelerator.unwrap_model(t.model)
-        _refuse_non_finite(t, model, "model/")
-        needed = tensor_bytes(model)
-        if (error := not_enough_space("model/", t.run.root, needed)) is not None:
-            raise error
-        tmp = temp_dir_for(t.run.model)
-        try:
-            model.save_pretrained(tmp)
-            replace_dir(tmp, t.run.model)
-        except Exception as e:  # a full disk, whatever the serialiser calls it (train/space.py)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise write_failed("model/", t.run.root, e, needed) from None
-    t.accelerator.wait_for_everyone()
-
-
-def checkpoint(t: Trainer) -> None:
-    """Save a resumable checkpoint, atomically, after checking that it is finite and will fit;
-    warn when the one after it will not."""
-    check_bad_steps(t)
-    if t.budget is not None:  # the plan and the budget spent travel with the checkpoint
-        t.state.plan = {**t.budget.plan.to_dict(), "spent_s": t.budget.spent()}
-    final, root = t.run.checkpoint(t.state.step), t.run.checkpoints
-    model = t.accelerator.unwrap_model(t.model)
-    _refuse_non_finite(t, model, f"checkpoint {final.name}")
-    previous = checkpoint_dirs(root)
-    needed = dir_bytes(previous[-1]) if previous else tensor_bytes(model, t.optimizer)
-    if (error := not_enough_space(f"checkpoint {final.name}", root, needed)) is not None:
-        raise error
-    try:
-        save_checkpoint(t.accelerator, final, t.state)
-    except Exception as e:  # save_checkpoint removed its temporary folder
-        raise write_failed(f"checkpoint {final.name}", root, e, needed) from None
-    if t.accelerator.is_main_process:
-        prune(root, t.cfg.keep_last, t.run.checkpoint(t.state.best_step))
-        needed, free = dir_bytes(final), free_bytes(root)
-        if free < needed:
-            tqdm.write(f"Warning: the next checkpoint needs about {human(needed)} and {root} has {human(free)} "
-                       "free: it will not fit. Free space there or lower train.keep_last.")
-
-
-def _refuse_non_finite(t: Trainer, model: torch.nn.Module, what: str) -> None:
-    """The guard skips non-finite steps, so this should never fire; if it does (a NaN from a
-    buffer, a bug), nothing non-finite is written."""
-    if not all_finite(model):
-        found = checkpoint_dirs(t.run.checkpoints)
-        raise RunStopped(f"Not writing {what} at step {t.state.step}: the model holds non-finite weights. "
-                         + what_is_kept(str(found[-1]) if found else None))
-
-
-def note_skips(t: Trainer, batch: dict[str, Any]) -> None:
-    """List the batch's unreadable samples in RUN/skipped.csv; stop past `data.max_skipped`."""
-    s, skipped = t.state, batch.get("skipped") or []
-    s.samples_read += len(skipped) + (len(batch["pixel_values"]) if "pixel_values" in batch else 0)
-    if not skipped:
-        return
-    if t.skips is None:
-        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
-    s.skipped += len(skipped)
-    if t.accelerator.is_main_process:
-        for index, reason in skipped:
-            t.skips.add(s.step + 1, s.epoch, index, reason)
-            tqdm.write(f"step {s.step + 1}: skipped training sample {index}: {reason}")
-    t.skips.check(s.skipped, s.samples_read)
-
-
-def lost_worker(t: Trainer, error: BaseException, at_step: int) -> str:
-    """A worker was killed: save the last optimizer step's position (its batches are read again
-    on resume) and say what probably happened."""
-    s = t.state
-    s.batches_in_epoch = at_step
-    final, saved = t.run.checkpoint(s.step), None
-    try:
-        if not final.is_dir():
-            checkpoint(t)
-        saved = str(final)
-    except RunStopped as e:
-        log.error("%s", e)
-    if t.accelerator.is_main_process:
-        t.run.log({"step": s.step, "event": "stopped", "reason": "worker_lost"})
-    return lost_worker_message(error, s.step, saved, t.loader.num_workers, t.cfg.batch_size)
-
-
 def after_step(t: Trainer, loss: torch.Tensor, bar: tqdm, images: int, started: float) -> bool:
     """Logging, evaluation and checkpoints after an optimizer step. Returns True to stop."""
     s, cfg = t.state, t.cfg
@@ -440,29 +277,6 @@ def after_step(t: Trainer, loss: torch.Tensor, bar: tqdm, images: int, started: 
     if early and t.accelerator.is_main_process:
         tqdm.write(f"Early stopping: no better val mIoU in {cfg.early_stopping} evaluations.")
     return stop or early or s.step >= t.total_steps
-
-
-def follow_budget(t: Trainer, bar: tqdm, eval_s: float | None, eval_only_s: float) -> bool:
-    """Measure the step, (re-)plan when due, and say whether the clock ends the run now. Every
-    process follows the main one's plan: plans made from each one's clock could differ by a step."""
-    clock, acc = t.budget, t.accelerator
-    line = clock.after_step(t.state.step, eval_s, eval_only_s if eval_s is not None else None)
-    late = clock.out_of_time()
-    if acc.num_processes > 1:
-        shared = broadcast_object_list([(clock.plan.to_dict(), late)])
-        clock.plan.__dict__.update(shared[0][0])
-        late = shared[0][1]
-    if late:  # the plan ends here: the loop's and the schedule's length
-        clock.plan.total = t.state.step
-    t.total_steps = clock.plan.total
-    bar.total = t.total_steps
-    if line and acc.is_main_process:
-        if clock.plan.plans == 1 or eval_s is not None:  # the banner's plan, and each evaluation's re-plan
-            tqdm.write(line)
-        t.run.log({"step": t.state.step, "event": "plan", **clock.plan.to_dict()})
-    if late and acc.is_main_process:
-        tqdm.write(f"budget {clock.text}: stopping at step {t.state.step}, the time left is for the final report")
-    return late
 
 
 def fit(t: Trainer) -> str:
@@ -546,23 +360,6 @@ def finish(t: Trainer) -> dict[str, dict[str, Any]]:
     if calibration is not None and t.accelerator.is_main_process:
         print(describe_calibration(calibration, results))
     return results
-
-
-def record_elapsed(t: Trainer) -> float:
-    """The run's wall time, set-up to final report, in metrics.json and train_log.jsonl (a time
-    budget is judged on it)."""
-    elapsed = time.perf_counter() - t.started
-    if t.accelerator.is_main_process:
-        budget = None if t.budget is None else {"seconds": t.budget.plan.budget_s, "planned_steps": t.budget.plan.total,
-                                                "plans": t.budget.plan.plans}
-        if t.run.metrics.is_file():
-            metrics = json.loads(t.run.metrics.read_text())
-            write_json(t.run.metrics, {**metrics, "elapsed_s": round(elapsed, 3), "time_budget": budget})
-        t.run.log({"step": t.state.step, "event": "finished", "elapsed_s": round(elapsed, 3), "time_budget": budget})
-        if budget is not None:
-            print(f"budget {t.cfg.time_budget}: {t.state.step} steps, finished in {elapsed:.1f}s "
-                  f"({100 * elapsed / budget['seconds']:.1f}% of the budget)")
-    return elapsed
 
 
 def train(recipe: Recipe, output_dir: str | Path, resume: str | bool | None = None, overwrite: bool = False) -> dict:

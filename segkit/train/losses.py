@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.config.recipe import CLASS_WEIGHT_KINDS, LossConfig
 from segkit.config.auto import resolved
+from segkit.config.sections import CLASS_WEIGHT_KINDS, LossConfig
 from segkit.labels import IGNORE_INDEX
 
 MAX_WEIGHT_RATIO = 50.0

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from segkit.config.recipe import TrainConfig
+from segkit.config.sections import TrainConfig
 from segkit.train.time_budget import Plan
 
 

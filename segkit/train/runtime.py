@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
-from segkit.config.recipe import TrainConfig
+from segkit.config.sections import TrainConfig
 from segkit.precision import Precision, default_cache, resolve, step_probe
 from segkit.run_folder import RunFolder, RunFolderError
 

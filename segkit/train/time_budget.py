@@ -19,11 +19,25 @@ jumps when the planned length changes; only its slope does. The plan travels in 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from accelerate.utils import broadcast_object_list
+from tqdm.auto import tqdm
+
+from segkit.data.source import SPLITS
+from segkit.run_folder import write_json
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from segkit.config.sections import TrainConfig
+    from segkit.data.dataset import DataBundle
+    from segkit.train.trainer import Trainer
 
 PROBE_SKIP = 2
 """Steps left out of the first measurement (worker start-up, allocator warm-up)."""
@@ -182,3 +196,54 @@ class BudgetClock:
         if self.plan.plans == 0:
             return self.left() < self.final_cost() + self.per_eval()
         return self.left() < self.plan.step_s + self.per_eval() + self.final_cost()
+
+
+def budget_clock(plan: Plan, cfg: TrainConfig, data: DataBundle, accelerator: Accelerator, step: int) -> BudgetClock:
+    """The budget's clock; `train` sets its start. The final report scores val and test, and a
+    calibration scores val twice more and test once."""
+    sizes = {s: len(getattr(data, s)) for s in SPLITS if s != "train" and getattr(data, s) is not None}
+    final = sum(sizes.values()) + (2 * sizes.get("val", 0) + sizes.get("test", 0) if cfg.calibrate is not False else 0)
+    return BudgetClock(plan, time.perf_counter(), max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+                       budget_evals=cfg.budget_evals, val_images=sizes.get("val", 0), final_images=final,
+                       batch_images=cfg.batch_size * accelerator.num_processes * cfg.grad_accum, start_step=step,
+                       text=str(cfg.time_budget))
+
+
+def follow_budget(t: Trainer, bar: tqdm, eval_s: float | None, eval_only_s: float) -> bool:
+    """Measure the step, (re-)plan when due, and say whether the clock ends the run now. Every
+    process follows the main one's plan: plans made from each one's clock could differ by a step."""
+    clock, acc = t.budget, t.accelerator
+    line = clock.after_step(t.state.step, eval_s, eval_only_s if eval_s is not None else None)
+    late = clock.out_of_time()
+    if acc.num_processes > 1:
+        shared = broadcast_object_list([(clock.plan.to_dict(), late)])
+        clock.plan.__dict__.update(shared[0][0])
+        late = shared[0][1]
+    if late:  # the plan ends here: the loop's and the schedule's length
+        clock.plan.total = t.state.step
+    t.total_steps = clock.plan.total
+    bar.total = t.total_steps
+    if line and acc.is_main_process:
+        if clock.plan.plans == 1 or eval_s is not None:  # the banner's plan, and each evaluation's re-plan
+            tqdm.write(line)
+        t.run.log({"step": t.state.step, "event": "plan", **clock.plan.to_dict()})
+    if late and acc.is_main_process:
+        tqdm.write(f"budget {clock.text}: stopping at step {t.state.step}, the time left is for the final report")
+    return late
+
+
+def record_elapsed(t: Trainer) -> float:
+    """The run's wall time, set-up to final report, in metrics.json and train_log.jsonl (a time
+    budget is judged on it)."""
+    elapsed = time.perf_counter() - t.started
+    if t.accelerator.is_main_process:
+        budget = None if t.budget is None else {"seconds": t.budget.plan.budget_s, "planned_steps": t.budget.plan.total,
+                                                "plans": t.budget.plan.plans}
+        if t.run.metrics.is_file():
+            metrics = json.loads(t.run.metrics.read_text())
+            write_json(t.run.metrics, {**metrics, "elapsed_s": round(elapsed, 3), "time_budget": budget})
+        t.run.log({"step": t.state.step, "event": "finished", "elapsed_s": round(elapsed, 3), "time_budget": budget})
+        if budget is not None:
+            print(f"budget {t.cfg.time_budget}: {t.state.step} steps, finished in {elapsed:.1f}s "
+                  f"({100 * elapsed / budget['seconds']:.1f}% of the budget)")
+    return elapsed

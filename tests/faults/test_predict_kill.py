@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from segkit.cli import main as cli
-from segkit.config.recipe import InputSpec, ModelConfig
+from segkit.config.sections import InputSpec, ModelConfig
 from segkit.labels import LabelSet
 from segkit.models import build_model
 

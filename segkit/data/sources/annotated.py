@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.decode import IMAGE_EXTENSIONS
 from segkit.data.errors import DataError
 from segkit.data.source import SPLIT_ALIASES, Source, hold_out_val

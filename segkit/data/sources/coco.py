@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.errors import DataError
 from segkit.data.source import Source
 from segkit.data.sources.annotated import Entry, Faults, ImageIndex, assign_splits, build_source, cache_key, split_of

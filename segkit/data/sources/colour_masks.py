@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.errors import DataError
 from segkit.data.source import Source, read_class_names, unlabeled_ids
 from segkit.data.sources.folder import folder_splits

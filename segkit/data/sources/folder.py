@@ -20,7 +20,7 @@ from pathlib import Path
 
 import datasets
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.decode import IMAGE_EXTENSIONS, read_palette
 from segkit.data.errors import DataError
 from segkit.data.source import SPLIT_ALIASES, Source, class_names_for, hold_out_val, unlabeled_ids

@@ -17,18 +17,25 @@ import logging
 from pathlib import Path
 
 import datasets
-
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.decode import undecoded
 from segkit.data.errors import DataError
-from segkit.data.sources.folder import folder_source, folder_splits
-from segkit.data.source import (HUB_SPLIT_NAMES, Source, Split, class_names_for, detect_columns, hold_out_val,
-                                pick_splits, unlabeled_ids)
-from segkit.data.sources.synthetic import synthetic_source
+from segkit.data.source import (
+    HUB_SPLIT_NAMES,
+    Source,
+    Split,
+    class_names_for,
+    detect_columns,
+    hold_out_val,
+    pick_splits,
+    unlabeled_ids,
+)
 from segkit.data.sources.exports import EXPORT_LOADERS
+from segkit.data.sources.folder import folder_source, folder_splits
+from segkit.data.sources.synthetic import synthetic_source
 from segkit.hub.explain import NETWORK_ERRORS, explain
 
 log = logging.getLogger("segkit.data")

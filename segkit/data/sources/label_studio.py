@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import numpy as np
 from PIL import Image
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.errors import DataError
 from segkit.data.source import Source, read_class_names
 from segkit.data.sources.annotated import Entry, Faults, ImageIndex, assign_splits, build_source, cache_key

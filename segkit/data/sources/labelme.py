@@ -22,11 +22,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.errors import DataError
 from segkit.data.source import Source, read_class_names
-from segkit.data.sources.annotated import (Entry, Faults, ImageIndex, assign_splits, build_source, cache_key,
-                                           rasterised_dir, split_of)
+from segkit.data.sources.annotated import (
+    Entry,
+    Faults,
+    ImageIndex,
+    assign_splits,
+    build_source,
+    cache_key,
+    rasterised_dir,
+    split_of,
+)
 from segkit.data.sources.rasterise import paint, pil_shape_mask, place
 from segkit.labels import IGNORE_INDEX
 

@@ -25,7 +25,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from segkit.config.recipe import DataConfig
+from segkit.config.sections import DataConfig
 from segkit.data.source import Source
 from segkit.labels import IGNORE_INDEX
 

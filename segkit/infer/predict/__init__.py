@@ -5,8 +5,8 @@ inputs.py (what is read) -> run.py (the loop, through segkit.infer.segment) -> w
 """
 
 from segkit.infer.predict.inputs import InputError, list_inputs
-from segkit.infer.predict.writer import PredictFolder, save_mask
 from segkit.infer.predict.run import PredictOptions, PredictResult, predict_folder
+from segkit.infer.predict.writer import PredictFolder, save_mask
 
 __all__ = ["InputError", "PredictFolder", "PredictOptions", "PredictResult", "list_inputs", "predict_folder",
            "save_mask"]

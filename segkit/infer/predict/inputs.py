@@ -15,6 +15,7 @@ from pathlib import Path
 
 from segkit.data.decode import IMAGE_EXTENSIONS
 
+
 @dataclass(frozen=True)
 class InputImage:
     path: Path

@@ -24,17 +24,17 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from segkit.data.decode import image_size, read_image
 from segkit.data.eval_transform import EvalTransform
 from segkit.data.sampling import quiet_worker
 from segkit.infer.onnx_model import OnnxSegModel, onnx_path
-from segkit.infer.scores import eval_transform
-from segkit.infer.segment import Job, segment
-from segkit.models.base import SegModel
-from segkit.models.build import load_model
-from segkit.data.decode import image_size, read_image
 from segkit.infer.predict.inputs import InputImage, list_inputs
 from segkit.infer.predict.writer import PredictFolder
+from segkit.infer.scores import eval_transform
+from segkit.infer.segment import Job, segment
 from segkit.infer.sliding import Windows
+from segkit.models.base import SegModel
+from segkit.models.build import load_model
 from segkit.precision import Precision, default_cache, resolve, step_probe
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segkit.labels import LabelSet
 from segkit.evaluation.overlays import blend, legend
 from segkit.infer.predict.inputs import InputImage
+from segkit.labels import LabelSet
 from segkit.run_folder import atomic_write, write_text
 
 OVERLAY_MAX_SIDE = 4096

@@ -1,0 +1,78 @@
+"""What the loop does when a run goes wrong: non-finite steps read from the guard (train/guard.py),
+unreadable samples listed in RUN/skipped.csv, a DataLoader worker killed under it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from segkit.data.skips import SkipLog
+from segkit.train.checkpoint import checkpoint_dirs
+from segkit.train.guard import RunStopped, StepGuard, halt_message
+from segkit.train.lost_workers import lost_worker_message
+from segkit.train.saving import write_checkpoint
+from segkit.train.trainer import Trainer
+
+log = logging.getLogger("segkit")
+
+
+def step_guard(t: Trainer) -> StepGuard:
+    if t.guard is None:
+        t.guard = StepGuard(t.cfg.max_bad_steps, total=t.state.bad_steps, in_a_row=t.state.bad_in_a_row,
+                            check_grad_norm=t.accelerator.mixed_precision != "fp16")
+    return t.guard
+
+
+def check_bad_steps(t: Trainer) -> None:
+    """Read the guard's verdicts (where the loop syncs anyway), log each bad step, and stop after
+    `train.max_bad_steps` in a row. Nothing is saved then: the skipped steps left the weights as
+    the last good step made them, and the last checkpoint holds those."""
+    guard, s = step_guard(t), t.state
+    bad = guard.drain()
+    s.bad_steps, s.bad_in_a_row = guard.total, guard.in_a_row
+    if t.accelerator.is_main_process:
+        for step in bad:
+            t.run.log({"step": step, "event": "non_finite", "bad_steps": guard.total})
+            tqdm.write(f"step {step}: non-finite loss or gradient norm; optimizer step skipped "
+                       f"({guard.total} so far)")
+    if guard.exhausted:
+        found = checkpoint_dirs(t.run.checkpoints)
+        message = halt_message(s.step, guard.in_a_row, str(found[-1]) if found else None)
+        if t.accelerator.is_main_process:
+            t.run.log({"step": s.step, "event": "stopped", "reason": "non_finite", "bad_steps": guard.total})
+        raise RunStopped(message)
+
+
+def note_skips(t: Trainer, batch: dict[str, Any]) -> None:
+    """List the batch's unreadable samples in RUN/skipped.csv; stop past `data.max_skipped`."""
+    s, skipped = t.state, batch.get("skipped") or []
+    s.samples_read += len(skipped) + (len(batch["pixel_values"]) if "pixel_values" in batch else 0)
+    if not skipped:
+        return
+    if t.skips is None:
+        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
+    s.skipped += len(skipped)
+    if t.accelerator.is_main_process:
+        for index, reason in skipped:
+            t.skips.add(s.step + 1, s.epoch, index, reason)
+            tqdm.write(f"step {s.step + 1}: skipped training sample {index}: {reason}")
+    t.skips.check(s.skipped, s.samples_read)
+
+
+def lost_worker(t: Trainer, error: BaseException, at_step: int) -> str:
+    """A worker was killed: save the last optimizer step's position (its batches are read again
+    on resume) and say what probably happened."""
+    s = t.state
+    s.batches_in_epoch = at_step
+    final, saved = t.run.checkpoint(s.step), None
+    try:
+        if not final.is_dir():
+            write_checkpoint(t)
+        saved = str(final)
+    except RunStopped as e:
+        log.error("%s", e)
+    if t.accelerator.is_main_process:
+        t.run.log({"step": s.step, "event": "stopped", "reason": "worker_lost"})
+    return lost_worker_message(error, s.step, saved, t.loader.num_workers, t.cfg.batch_size)

@@ -77,6 +77,11 @@ def main(path: str) -> None:
     if state.is_main_process:
         with open(path, "w") as f:
             json.dump(result, f)
+    state.wait_for_everyone()
+    if state.num_processes > 1:
+        # an explicit end: gloo's threads torn down at interpreter exit can abort a process
+        # ("terminate called without an active exception") after its work is done
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ def choose_precision(cfg: TrainConfig, model: torch.nn.Module, crop: tuple[int, 
     state = PartialState(cpu=True)
     chosen = [None]
     if state.is_main_process:
-        probe = step_probe(model, crop, batch=1, backward=True, cache=default_cache())
+        # the recipe's batch (up to 8): small batches run other kernels, and bf16's gain grows with it
+        probe = step_probe(model, crop, batch=min(cfg.batch_size, 8), backward=True, cache=default_cache())
         chosen = [resolve(cfg.mixed_precision, device, probe)]
     if state.num_processes > 1:
         chosen = broadcast_object_list(chosen)

@@ -39,6 +39,9 @@ class Precision:
     """'no' (fp32), 'bf16' or 'fp16': accelerate's names."""
     why: str
     """How it was chosen, with the measured rates when it was measured: for the banner."""
+    speedup: float = 1.0
+    """Measured rate of this precision over fp32's (1 unless measured): a time budget's reports,
+    scored in fp32, cost this many times the evaluations made during training."""
 
     @property
     def label(self) -> str:
@@ -98,7 +101,7 @@ def resolve(choice: str, device_type: str, probe: Callable[[str], float] | None 
         return Precision("no", f"auto: fp32 (bf16 could not be timed: {type(e).__name__}: {e})")
     name = "bf16" if bf16 >= CLEARLY_FASTER * fp32 else "no"
     return Precision(name, f"auto: {'bf16' if name == 'bf16' else 'fp32'} (measured fp32 {fp32:.2f}, "
-                           f"bf16 {bf16:.2f} img/s)")
+                           f"bf16 {bf16:.2f} img/s)", bf16 / fp32 if name == "bf16" else 1.0)
 
 
 def step_probe(model: torch.nn.Module, size: tuple[int, int], batch: int, backward: bool,

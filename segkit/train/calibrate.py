@@ -27,6 +27,7 @@ scored on the whole val split, and it is kept only if val mIoU did not fall.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,8 +36,10 @@ from torch.utils.data import DataLoader
 
 from segkit.data.loaders import eval_loader
 from segkit.data.source import SPLITS
-from segkit.evaluation.scoring import evaluate
+from segkit.evaluation.metrics import ConfusionMatrix, compute_metrics
+from segkit.evaluation.scoring import evaluate, raw_image
 from segkit.infer.scores import scores_for
+from segkit.infer.segment import Job, segment
 from segkit.infer.sliding import Windows
 from segkit.labels import LabelSet
 from segkit.models.registry import FAMILIES
@@ -63,21 +66,30 @@ class ValSample:
 
 @torch.no_grad()
 def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, seed: int = 0,
-               per_image: int = PIXELS_PER_IMAGE) -> ValSample | None:
+               per_image: int = PIXELS_PER_IMAGE) -> tuple[ValSample | None, torch.Tensor]:
     """Scores of a seeded sample of each val image's labelled pixels, at label size, through the
-    one inference path; gathered from every process. None when no val image is scored whole."""
+    one inference path, gathered from every process (None when no val image is scored whole);
+    and this process's confusion matrix of every val pixel, images that slide included: the
+    uncalibrated val figures, from the same pass."""
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     scores, targets, images = [], [], []
     windows = Windows()
+    cm = ConfusionMatrix(labels.num_classes, labels.ignore_index, device=device)
     for batch in loader:
         # images that `segment` would send through sliding windows are left out: their scores
         # come from windows, and the sample holds whole-image scores only
         whole = [i for i, t in enumerate(batch["labels"]) if not windows.applies(model.input_spec, *t.shape[-2:])]
         truth = [batch["labels"][i] for i in whole]
         inputs = [batch["pixel_values"][i] for i in whole]
+        slid = [Job(tuple(t.shape[-2:]), None, partial(raw_image, loader.dataset.dataset, int(batch["index"][i])))
+                for i, t in enumerate(batch["labels"]) if i not in whole]
+        rest = [t for i, t in enumerate(batch["labels"]) if i not in whole]
+        for k, mask in segment(model, slid, device):
+            cm.update(mask, rest[k].to(mask.device))
         for k, s in scores_for(model, inputs, [tuple(t.shape[-2:]) for t in truth], device):
+            cm.update(s.argmax(0), truth[k].to(s.device))
             t = truth[k].flatten()
             keep = (t != labels.ignore_index).nonzero().flatten()
             pick = keep[torch.randperm(len(keep), generator=gen)[:per_image]]
@@ -86,9 +98,8 @@ def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, se
             images.append(torch.full((len(pick),), int(batch["index"][whole[k]]), dtype=torch.long))
     model.train(was_training)
     parts = gather_object([(torch.cat(scores), torch.cat(targets), torch.cat(images))] if scores else [])
-    if not parts:
-        return None
-    return ValSample(*(torch.cat([p[i] for p in parts]) for i in range(3)))
+    sample = ValSample(*(torch.cat([p[i] for p in parts]) for i in range(3))) if parts else None
+    return sample, cm.matrix
 
 
 def miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, background: int | None = None) -> float:
@@ -174,7 +185,8 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
     def loader(split: Any) -> DataLoader:
         return eval_loader(split, batch, cfg.num_workers, accelerator.process_index, accelerator.num_processes)
 
-    sample = sample_val(model, loader(data.val), labels, accelerator.device, seed=cfg.seed)
+    sample, matrix = sample_val(model, loader(data.val), labels, accelerator.device, seed=cfg.seed)
+    matrix = accelerator.reduce(matrix, reduction="sum")
     if sample is None:
         return {"kept": False, "why": "every val image goes through sliding windows, and the fit needs whole-image "
                                       "scores"}
@@ -182,7 +194,7 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
     offsets = found["offsets"]
     out: dict[str, Any] = {"view": view, "offsets": dict(zip(labels.names, offsets.tolist())),
                            "held_out": {"before": found["held_out_before"], "after": found["held_out_after"]},
-                           "val_before": _views(evaluate(model, loader(data.val), labels, accelerator))}
+                           "val_before": _views(compute_metrics(matrix, labels))}
     if data.test is not None:
         out["test_before"] = _views(evaluate(model, loader(data.test), labels, accelerator))
     gain = found["held_out_after"] - found["held_out_before"]

@@ -144,7 +144,7 @@ def setup(recipe: Recipe, output_dir: str | Path, resume: str | bool | None, ove
                    scheduler=scheduler, criterion=criterion, loader=loader, items=items, sampler=sampler,
                    val_loader=val_loader, data=data, total_steps=total_steps, epochs=epochs, state=state,
                    stop=StopRequest(), eval_at_start=at_start, ema=ema,
-                   budget=None if plan is None else budget_clock(plan, cfg, data, accelerator, state.step),
+                   budget=None if plan is None else budget_clock(plan, cfg, data, accelerator, state.step, precision),
                    normalise=DeviceNormalise(model.image_mean, model.image_std))
 
 

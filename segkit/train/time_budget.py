@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from segkit.config.sections import TrainConfig
     from segkit.data.dataset import DataBundle
+    from segkit.precision import Precision
     from segkit.train.trainer import Trainer
 
 PROBE_SKIP = 2
@@ -98,13 +99,17 @@ class BudgetClock:
     """
 
     def __init__(self, plan: Plan, started: float, *, max_steps: int | None, eval_every: int, budget_evals: int,
-                 val_images: int, final_images: int, batch_images: int, start_step: int, text: str) -> None:
+                 val_images: int, final_images: int, batch_images: int, start_step: int, text: str,
+                 report_slowdown: float = 1.0) -> None:
         self.plan = plan
         self.deadline = started + plan.budget_s - plan.spent_s
         self.started = started
         self.max_steps, self.fixed_every, self.budget_evals = max_steps, eval_every, budget_evals
         self.val_images, self.final_images, self.batch_images = val_images, final_images, batch_images
         self.start_step, self.text = start_step, text
+        self.report_slowdown = report_slowdown
+        """The final report scores in fp32: this many times slower per image than the evaluations
+        made under the training's autocast (segkit.precision's measured speed-up)."""
         self.last = time.perf_counter()
         self.window: deque[float] = deque(maxlen=WINDOW)
         """Training seconds of the recent steps: the rate the plan assumes."""
@@ -155,7 +160,7 @@ class BudgetClock:
     def final_cost(self) -> float:
         """The end of the run after the last step: finish() scores val and test (and calibrates)."""
         per_image = self.eval_per_image or self.per_eval() / max(1, self.val_images)
-        return per_image * self.final_images + REPORT_S
+        return per_image * self.report_slowdown * self.final_images + REPORT_S
 
     def _cost(self, step: int, n: int, every: int) -> float:
         since = step - self.last_eval + n
@@ -198,15 +203,16 @@ class BudgetClock:
         return self.left() < self.plan.step_s + self.per_eval() + self.final_cost()
 
 
-def budget_clock(plan: Plan, cfg: TrainConfig, data: DataBundle, accelerator: Accelerator, step: int) -> BudgetClock:
+def budget_clock(plan: Plan, cfg: TrainConfig, data: DataBundle, accelerator: Accelerator, step: int,
+                 precision: Precision) -> BudgetClock:
     """The budget's clock; `train` sets its start. The final report scores val and test, and a
-    calibration scores val twice more and test once."""
+    calibration scores val twice more (its fit and its check) and test once (the figure before)."""
     sizes = {s: len(getattr(data, s)) for s in SPLITS if s != "train" and getattr(data, s) is not None}
     final = sum(sizes.values()) + (2 * sizes.get("val", 0) + sizes.get("test", 0) if cfg.calibrate is not False else 0)
     return BudgetClock(plan, time.perf_counter(), max_steps=cfg.max_steps, eval_every=cfg.eval_every,
                        budget_evals=cfg.budget_evals, val_images=sizes.get("val", 0), final_images=final,
                        batch_images=cfg.batch_size * accelerator.num_processes * cfg.grad_accum, start_step=step,
-                       text=str(cfg.time_budget))
+                       text=str(cfg.time_budget), report_slowdown=precision.speedup)
 
 
 def follow_budget(t: Trainer, bar: tqdm, eval_s: float | None, eval_only_s: float) -> bool:

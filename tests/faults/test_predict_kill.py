@@ -12,12 +12,15 @@ import csv
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tqdm import tqdm as std_tqdm
+from tqdm.auto import tqdm as auto_tqdm
 
 from segkit.cli import main as cli
 from segkit.config.sections import InputSpec, ModelConfig
@@ -52,6 +55,10 @@ def _forked(argv: list[str]) -> int:
     pid = os.fork()
     if pid == 0:  # the child: the real CLI, then out without running the parent's cleanup
         os.environ["TQDM_DISABLE"] = "1"
+        # tqdm's write lock is a multiprocessing lock that fork shares with the parent: a child
+        # killed while holding it would leave the parent's next progress bar waiting for ever
+        for bar in (std_tqdm, auto_tqdm):
+            bar.set_lock(threading.RLock())
         code = 1
         try:
             code = cli(argv)

@@ -71,3 +71,22 @@ def test_the_probe_touches_nothing_and_is_cached(tmp_path):
     cache.write_text(json.dumps({k: 123.0 for k in stored}))
     assert probe("no") == 123.0  # read back, not measured again
     assert "[" in cpu_features() and "torch" in cpu_features()  # name [flags]; torch's capability
+
+
+def test_a_second_run_in_one_process_keeps_the_first_runs_precision(tmp_path):
+    """accelerate fixes the precision once per process: a second `auto` run in it (a notebook, the
+    test suite) takes that one instead of measuring anew and failing on a different answer."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from segkit.config.sections import TrainConfig
+    from segkit.train.runtime import choose_precision
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        Accelerator(cpu=True, mixed_precision="bf16")
+        model = build_model(ModelConfig(family="segformer", size="tiny"), LABELS)
+        chosen = choose_precision(TrainConfig(mixed_precision="auto"), model, (32, 32))
+        assert chosen.name == "bf16" and "first run chose it" in chosen.why
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
 from segkit.config.sections import TrainConfig
@@ -120,6 +121,10 @@ def choose_precision(cfg: TrainConfig, model: torch.nn.Module, crop: tuple[int, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.mixed_precision != "auto" or device != "cpu":
         return resolve(cfg.mixed_precision, device)  # nothing to measure; every process decides alike
+    if is_initialized():  # a second run in this process (a notebook, a test): accelerate fixes the precision once
+        name = AcceleratorState().mixed_precision
+        return Precision(name, f"auto: {'fp32' if name == 'no' else name}, as this process's first run chose it "
+                               "(accelerate keeps one precision per process)")
     state = PartialState(cpu=True)
     chosen = [None]
     if state.is_main_process:

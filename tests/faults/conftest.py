@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
+from segkit.train import loop
 from tests.test_train import TINY
 
 
@@ -23,3 +25,23 @@ def tiny_recipe(tmp_path: Path, name: str = "recipe.yaml", **sections) -> Path:
 
 def log_records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def on_loss_call(monkeypatch, act: Callable[[int, Any], Any], first: int = 1) -> None:
+    """Run `act(n, loss)` on the n-th loss the trainer computes (n counts from `first`; with
+    grad_accum 1, one per optimizer step). What it returns replaces the loss; None keeps it. The
+    fault is planted in the real loss module by a forward hook: the code under test is not mocked."""
+    build, calls = loop.build_loss, {"n": first - 1}
+
+    def planted(*args, **kwargs):
+        criterion = build(*args, **kwargs)
+
+        def hook(module, inputs, loss):
+            calls["n"] += 1
+            out = act(calls["n"], loss)
+            return loss if out is None else out
+
+        criterion.register_forward_hook(hook)
+        return criterion
+
+    monkeypatch.setattr(loop, "build_loss", planted)

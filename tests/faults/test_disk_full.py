@@ -13,7 +13,7 @@ import pytest
 import segkit.train.loop as loop
 from segkit.config.recipe import load_recipe
 from segkit.train.guard import RunStopped
-from tests.faults.conftest import tiny_recipe
+from tests.faults.conftest import on_loss_call, tiny_recipe
 
 TRAIN = {"max_steps": 15, "checkpoint_every": 5, "eval_every": 100, "keep_last": 10}
 
@@ -21,21 +21,11 @@ TRAIN = {"max_steps": 15, "checkpoint_every": 5, "eval_every": 100, "keep_last":
 def limit_file_size_at_step(monkeypatch, step: int, limit: int) -> None:
     """From optimizer step `step` on, no file of this process may grow past `limit` bytes. SIGXFSZ
     is ignored, as a shell's `ulimit -f` job would have to, so writes fail with EFBIG instead."""
-    build, calls = loop.build_loss, {"n": 0}
+    def act(n: int, loss) -> None:
+        if n == step:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
-    def planted(*args, **kwargs):
-        criterion = build(*args, **kwargs)
-
-        def hook(module, inputs, loss):
-            calls["n"] += 1
-            if calls["n"] == step:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-            return loss
-
-        criterion.register_forward_hook(hook)
-        return criterion
-
-    monkeypatch.setattr(loop, "build_loss", planted)
+    on_loss_call(monkeypatch, act)
 
 
 @pytest.fixture

@@ -12,27 +12,17 @@ import pytest
 import segkit.train.loop as loop
 from segkit.config.recipe import load_recipe
 from segkit.train.guard import RunStopped
-from tests.faults.conftest import log_records, tiny_recipe
+from tests.faults.conftest import log_records, on_loss_call, tiny_recipe
 
 
 def kill_workers_at_step(monkeypatch, step: int) -> None:
-    build, calls = loop.build_loss, {"n": 0}
+    def act(n: int, loss) -> None:
+        if n == step:
+            with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), signal.SIGKILL)
 
-    def planted(*args, **kwargs):
-        criterion = build(*args, **kwargs)
-
-        def hook(module, inputs, loss):
-            calls["n"] += 1
-            if calls["n"] == step:
-                with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
-                    for pid in f.read().split():
-                        os.kill(int(pid), signal.SIGKILL)
-            return loss
-
-        criterion.register_forward_hook(hook)
-        return criterion
-
-    monkeypatch.setattr(loop, "build_loss", planted)
+    on_loss_call(monkeypatch, act)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the worker processes")

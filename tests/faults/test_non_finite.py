@@ -15,28 +15,18 @@ from safetensors.torch import load_file
 import segkit.train.loop as loop
 from segkit.cli import main as cli
 from segkit.config.recipe import load_recipe
-from tests.faults.conftest import log_records, tiny_recipe
+from tests.faults.conftest import log_records, on_loss_call, tiny_recipe
 
 
 def plant_nan(monkeypatch, bad_steps: set[int], first_step: int = 1, interrupt_after: int | None = None) -> None:
     """Make the loss NaN at the given optimizer steps (grad_accum 1: one loss call per step), and
     optionally send this process a real SIGINT during step `interrupt_after`."""
-    build = loop.build_loss
-    calls = {"n": first_step - 1}
+    def act(n: int, loss):
+        if n == interrupt_after:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss * math.nan if n in bad_steps else None
 
-    def planted(*args, **kwargs):
-        criterion = build(*args, **kwargs)
-
-        def hook(module, inputs, loss):
-            calls["n"] += 1
-            if calls["n"] == interrupt_after:
-                os.kill(os.getpid(), signal.SIGINT)
-            return loss * math.nan if calls["n"] in bad_steps else loss
-
-        criterion.register_forward_hook(hook)
-        return criterion
-
-    monkeypatch.setattr(loop, "build_loss", planted)
+    on_loss_call(monkeypatch, act, first_step)
 
 
 def finite_checkpoints(run: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -8,15 +8,14 @@ import pytest
 import torch
 
 from segkit.config.sections import LossConfig
+from segkit.train.class_weights import MAX_WEIGHT_RATIO, class_weights
 from segkit.train.losses import (
-    MAX_WEIGHT_RATIO,
     CrossEntropy,
     DiceLoss,
     FocalLoss,
     LovaszSoftmax,
     OhemCrossEntropy,
     build_loss,
-    class_weights,
     describe_loss,
 )
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 CLASS_WEIGHT_KINDS = ("inverse", "sqrt_inverse", "enet")
-"""Computed class weights (`loss.class_weights`); `segkit.train.losses.class_weights` defines each."""
+"""Computed class weights (`loss.class_weights`); `segkit.train.class_weights` defines each."""
 
 
 def hw(size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:

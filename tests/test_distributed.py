@@ -24,9 +24,30 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
 ONE = [sys.executable, "-m", "segkit.cli"]
 
 
+def launch(cmd: list[str], timeout: float = 300, port: str = "29518") -> subprocess.CompletedProcess:
+    """Run `cmd`; if it hangs, every Python process under it prints its threads' stacks
+    (faulthandler, on SIGABRT) and the test fails with them: a hang says where it hangs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port, "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        import psutil
+
+        launcher = psutil.Process(proc.pid)
+        # the ranks (and any loader workers); a launcher itself would only report the wait
+        for process in launcher.children(recursive=True) + ([] if LAUNCH[2] in cmd else [launcher]):
+            process.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        pytest.fail(f"hung for {timeout:.0f}s: {' '.join(cmd[-6:])}\n{out[-3000:]}\n{err[-12000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run(cmd: list[str]) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = launch(cmd, timeout=600, port="29517")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -74,11 +95,6 @@ def test_two_processes_share_a_folder_to_predict(finished_run: Path, tmp_path: P
     for k in range(5):
         with Image.open(tmp_path / "one" / "masks" / f"{k}.png") as a, Image.open(tmp_path / "two" / "masks" / f"{k}.png") as b:
             assert a.tobytes() == b.tobytes()
-
-
-def launch(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29518"}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 FAMILIES = {"maskformer": {"family": "maskformer"}, "mask2former": {"family": "mask2former"},

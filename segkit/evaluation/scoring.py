@@ -34,6 +34,7 @@ from segkit.labels import LabelSet, check_same_labels
 from segkit.models.base import SegModel
 from segkit.models.build import load_model
 from segkit.models.locate import looks_local
+from segkit.processes import end_processes
 from segkit.run_folder import Report, RunFolder
 
 
@@ -127,4 +128,6 @@ def evaluate_saved(model_path: str | Path, recipe: Recipe, split: str, out_dir: 
         report = RunFolder(path if path.name != "model" else path.parent).eval_report(split)
     else:  # a Hub id: a folder here named after it
         report = Report(Path(f"eval-{str(model_path).replace('/', '--')}-{split}"))
-    return report_splits(model, data, [split], report, accelerator, recipe, {"model": str(model_path)}, flip, scales)
+    results = report_splits(model, data, [split], report, accelerator, recipe, {"model": str(model_path)}, flip, scales)
+    end_processes(accelerator)
+    return results

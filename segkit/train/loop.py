@@ -36,6 +36,7 @@ from segkit.evaluation.report import summary_line
 from segkit.evaluation.scoring import evaluate, report_splits
 from segkit.infer.scores import eval_transform, upsample_scores
 from segkit.models.build import build_model, load_model
+from segkit.processes import end_processes
 from segkit.run_folder import RunFolder, write_json
 from segkit.train.banner import banner, flat_config
 from segkit.train.calibrate import calibrate_run, describe_calibration
@@ -375,8 +376,7 @@ def train(recipe: Recipe, output_dir: str | Path, resume: str | bool | None = No
     finally:
         t.stop.restore()
     if ended == "interrupted":
-        t.accelerator.wait_for_everyone()  # the processes exit together: torchrun ends the others at the first exit
-        t.accelerator.end_training()
+        end_processes(t.accelerator)  # the processes exit together: torchrun ends the others at the first exit
         return {"status": "interrupted", "step": t.state.step}
     if t.state.best_step < 0 or t.val_loader is None:
         with _averaged(t):
@@ -386,5 +386,5 @@ def train(recipe: Recipe, output_dir: str | Path, resume: str | bool | None = No
         record_elapsed(t)
     except OSError as e:  # the report's files are written atomically (run_folder.py): none is half
         raise write_failed("the final report", t.run.root, e, 0) from None
-    t.accelerator.end_training()
+    end_processes(t.accelerator)
     return {"status": ended, **result}

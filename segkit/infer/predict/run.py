@@ -36,6 +36,7 @@ from segkit.infer.sliding import Windows
 from segkit.models.base import SegModel
 from segkit.models.build import load_model
 from segkit.precision import Precision, default_cache, resolve, step_probe
+from segkit.processes import end_processes
 
 
 @dataclass
@@ -190,8 +191,9 @@ def predict_folder(model_path: str | Path, inputs: list[str], output: str | Path
         if accelerator.is_main_process:
             _merge_parts(Path(output), model)
         accelerator.wait_for_everyone()  # every process counts what is left from the merged tables
-    return PredictResult(processed, len(items) - len(remaining), failed, Path(output),
-                         left=_left(PredictFolder(Path(output), model.labels), items, options.alpha is not None))
+    left = _left(PredictFolder(Path(output), model.labels), items, options.alpha is not None)
+    end_processes(accelerator)
+    return PredictResult(processed, len(items) - len(remaining), failed, Path(output), left=left)
 
 
 def _left(out: PredictFolder, items: list[InputImage], overlays: bool) -> int:

@@ -270,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     _quiet_libraries(args.verbose)
+    from segkit.processes import leave
+
+    return leave(_run(args))  # under `accelerate launch`, the process exits here
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit status; known failures in words, without a traceback."""
     from segkit.train.checkpoint import CheckpointError
     from segkit.train.guard import RunStopped
 

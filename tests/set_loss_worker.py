@@ -78,11 +78,10 @@ def main(path: str) -> None:
         with open(path, "w") as f:
             json.dump(result, f)
     state.wait_for_everyone()
-    if state.num_processes > 1:
-        # an explicit end: gloo's threads torn down at interpreter exit can abort a process
-        # ("terminate called without an active exception") after its work is done
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
+    from segkit.processes import leave
+
     main(sys.argv[1])
+    sys.exit(leave(0))  # as `segkit` does: freeing gloo's process group can deadlock (segkit/processes.py)

@@ -191,3 +191,19 @@ def test_resume_from_two_processes_on_one(tmp_path: Path):
     state = json.loads((out / "checkpoints" / "step-0000003" / "trainer_state.json").read_text())
     layout = (state["world_size"], state["batch_size"], state["batches_in_epoch"], state["samples_in_epoch"])
     assert layout == (1, 4, 3, 12)
+
+
+def test_a_launched_process_leaves_with_its_code_and_its_output(tmp_path: Path):
+    """`leave` returns the code in a plain process; in one with a process group (a gloo group of one,
+    after a collective) it exits with the code at once, output flushed, the group never freed."""
+    from segkit.processes import leave
+
+    assert leave(3) == 3
+    code = ("import sys, torch, torch.distributed as dist\n"
+            f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
+            "dist.all_gather_object([None], {'rows': [1, 2]}); dist.barrier()\n"
+            "from segkit.processes import leave\n"
+            "print('written', end=''); print('to stderr', file=sys.stderr, end='')\n"
+            "leave(7); print('not reached')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, "written", "to stderr")

@@ -36,7 +36,8 @@ def launch(cmd: list[str], timeout: float = 300, port: str = "29518") -> subproc
 
         launcher = psutil.Process(proc.pid)
         # the ranks (and any loader workers); a launcher itself would only report the wait
-        for process in launcher.children(recursive=True) + ([] if LAUNCH[2] in cmd else [launcher]):
+        launched = "accelerate.commands.launch" in cmd
+        for process in launcher.children(recursive=True) + ([] if launched else [launcher]):
             process.send_signal(signal.SIGABRT)
         try:
             out, err = proc.communicate(timeout=60)

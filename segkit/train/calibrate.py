@@ -83,11 +83,11 @@ def sample_val(model: Any, loader: DataLoader, labels: LabelSet, device: Any, se
         whole = [i for i, t in enumerate(batch["labels"]) if not windows.applies(model.input_spec, *t.shape[-2:])]
         truth = [batch["labels"][i] for i in whole]
         inputs = [batch["pixel_values"][i] for i in whole]
-        slid = [Job(tuple(t.shape[-2:]), None, partial(raw_image, loader.dataset.dataset, int(batch["index"][i])))
-                for i, t in enumerate(batch["labels"]) if i not in whole]
-        rest = [t for i, t in enumerate(batch["labels"]) if i not in whole]
+        rest = [i for i in range(len(batch["labels"])) if i not in whole]
+        slid = [Job(tuple(batch["labels"][i].shape[-2:]), None,
+                    partial(raw_image, loader.dataset.dataset, int(batch["index"][i]))) for i in rest]
         for k, mask in segment(model, slid, device):
-            cm.update(mask, rest[k].to(mask.device))
+            cm.update(mask, batch["labels"][rest[k]].to(mask.device))
         for k, s in scores_for(model, inputs, [tuple(t.shape[-2:]) for t in truth], device):
             cm.update(s.argmax(0), truth[k].to(s.device))
             t = truth[k].flatten()

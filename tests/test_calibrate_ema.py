@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 from segkit.cli import main as cli
 from segkit.config.recipe import load_recipe
 from segkit.evaluation.scoring import evaluate_saved
-from segkit.train.calibrate import fit_offsets, miou
+from segkit.models import load_model
+from segkit.run_folder import RunFolder
+from segkit.train.calibrate import confirm_calibration, fit_offsets, miou
 from tests.test_train import write_recipe
 
 SHORT = {"epochs": 1, "max_steps": 16, "eval_every": 8, "tracker": "none", "num_overlays": 0}
@@ -55,6 +57,27 @@ def test_auto_never_lowers_val_miou(tmp_path: Path):
         assert val_after >= cal["val_before"]["strict_mIoU"]
     else:
         assert val_after == pytest.approx(cal["val_before"]["strict_mIoU"], abs=1e-9)
+
+
+def test_offsets_that_lower_the_reports_val_miou_are_taken_out_of_the_saved_model(tmp_path: Path):
+    """`auto`'s last check reads the report's val figures: a folded model that scores below val
+    before is unfolded, on disk too, and the calibration says why."""
+    from accelerate import Accelerator
+
+    run = _train(tmp_path, "calibrated", calibrate=True, **LONGER)
+    cal = json.loads((run / "metrics.json").read_text())["calibration"]
+    assert cal["kept"]
+    folded = load_file(run / "model/model.safetensors")["decode_head.classifier.bias"]
+    model = load_model(run / "model")
+    cfg = load_recipe(run / "recipe.yaml", ["train.calibrate=auto"]).train
+    before = cal["val_before"]["strict_mIoU"]
+    same = {"strict": {"mIoU": before}, "foreground": {"mIoU": 1.0}}
+    assert not confirm_calibration(model, cal, same, RunFolder(run), Accelerator(cpu=True), cfg)
+    fell = {"strict": {"mIoU": before - 0.01}, "foreground": {"mIoU": 1.0}}
+    assert confirm_calibration(model, cal, fell, RunFolder(run), Accelerator(cpu=True), cfg)
+    assert not cal["kept"] and cal["why"] == "val mIoU fell on the whole split"
+    unfolded = load_file(run / "model/model.safetensors")["decode_head.classifier.bias"]
+    assert torch.allclose(folded - unfolded, torch.tensor(list(cal["offsets"].values())), atol=1e-6)
 
 
 def test_fit_undoes_a_biased_class():

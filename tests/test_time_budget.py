@@ -104,6 +104,19 @@ def test_plan_fits_the_time_left_and_max_steps_caps_it():
     assert capped.plan.total == 50
 
 
+def test_the_evaluation_before_step_1_prices_the_first_plan():
+    """A first plan made before any evaluation in the loop: the step-0 evaluation's time, not a
+    guess from the training rate, prices the evaluations and the final report."""
+    clock = BudgetClock(Plan(budget_s=100), time.perf_counter(), max_steps=None, eval_every=0, budget_evals=4,
+                        val_images=10, final_images=20, batch_images=4, start_step=0, text="100s",
+                        report_slowdown=2.0)
+    clock.plan.step_s = 0.1
+    assert clock.per_eval() == pytest.approx(0.1 / 4 * 10 + 0.2)  # the guess
+    clock.start_evaluated(5.0)
+    assert clock.per_eval() == pytest.approx(5.2)
+    assert clock.final_cost() == pytest.approx(0.5 * 2.0 * 20 + 0.5)
+
+
 def test_a_recipes_warmup_in_steps_ramps_the_planned_schedule_without_jumps():
     """`--set train.time_budget=10m` on a recipe written with warmup_steps: the ramp multiplies the
     planned decay, so the rate rises for warmup_steps steps and never jumps when the plan changes."""

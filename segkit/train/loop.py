@@ -39,7 +39,7 @@ from segkit.models.build import build_model, load_model
 from segkit.processes import end_processes
 from segkit.run_folder import RunFolder, write_json
 from segkit.train.banner import banner, flat_config
-from segkit.train.calibrate import calibrate_run, describe_calibration
+from segkit.train.calibrate import calibrate_run, confirm_calibration, describe_calibration
 from segkit.train.checkpoint import TrainerState, fit_to_layout, load_checkpoint, resolve_resume
 from segkit.train.ema import WeightEMA
 from segkit.train.faults import check_bad_steps, lost_worker, note_skips, step_guard
@@ -287,7 +287,10 @@ def fit(t: Trainer) -> str:
     bar = tqdm(total=t.total_steps, initial=s.step, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
     batch_images = t.cfg.batch_size * acc.num_processes
     if t.eval_at_start and s.step == 0 and t.val_loader is not None:
+        tick = time.perf_counter()
         start_eval(t)
+        if t.budget is not None:
+            t.budget.start_evaluated(time.perf_counter() - tick)
     if acc.is_main_process:
         t.run.log({"step": s.step, "event": "start"})  # with "end": the training's wall time
         t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
@@ -354,10 +357,13 @@ def finish(t: Trainer) -> dict[str, dict[str, Any]]:
     extra = {"best_step": t.state.best_step, "steps": t.state.step, "recipe": t.recipe.name,
              "bad_steps": t.state.bad_steps, "skipped_samples": t.state.skipped, "select_by": t.cfg.select_by,
              "ema_decay": t.cfg.ema_decay}
-    calibration = calibrate_run(model, t.data, t.run, t.accelerator, t.cfg, t.recipe.model.family)
+    calibration = calibrate_run(model, t.data, t.run, t.accelerator, t.cfg, t.recipe.model.family,
+                                test_before=t.budget is None)  # under a budget, the test pass goes to training
     if calibration is not None:
         extra["calibration"] = calibration
     results = report_splits(model, t.data, splits, t.run, t.accelerator, t.recipe, extra)
+    if confirm_calibration(model, calibration, results.get("val"), t.run, t.accelerator, t.cfg):
+        results = report_splits(model, t.data, splits, t.run, t.accelerator, t.recipe, extra)  # of the model shipped
     if calibration is not None and t.accelerator.is_main_process:
         print(describe_calibration(calibration, results))
     return results

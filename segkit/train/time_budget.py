@@ -30,6 +30,7 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from segkit.data.source import SPLITS
+from segkit.evaluation.per_image import WORST_PER_CLASS
 from segkit.run_folder import write_json
 
 if TYPE_CHECKING:
@@ -149,12 +150,21 @@ class BudgetClock:
         self.planned_at = step
         return self.replan(step)
 
+    def start_evaluated(self, seconds: float) -> None:
+        """The evaluation before step 1 took `seconds`: the first plan's cost per val image, instead
+        of a guess from the training rate."""
+        if self.val_images:
+            self.eval_per_image = seconds / self.val_images
+
     # -- the plan --------------------------------------------------------------------------------
     def per_eval(self) -> float:
-        """An evaluation and its checkpoint: measured, else guessed from the training rate (one
-        forward at full size is about a training step's time per image)."""
+        """An evaluation and its checkpoint: measured; else from the evaluation before step 1;
+        else guessed from the training rate (one forward at full size is about a training step's
+        time per image)."""
         if self.plan.eval_s:
             return self.plan.eval_s
+        if self.eval_per_image:
+            return self.eval_per_image * self.val_images + 0.2
         return self.plan.step_s / max(1, self.batch_images) * self.val_images + 0.2
 
     def final_cost(self) -> float:
@@ -205,10 +215,14 @@ class BudgetClock:
 
 def budget_clock(plan: Plan, cfg: TrainConfig, data: DataBundle, accelerator: Accelerator, step: int,
                  precision: Precision) -> BudgetClock:
-    """The budget's clock; `train` sets its start. The final report scores val and test, and a
-    calibration scores val twice more (its fit and its check) and test once (the figure before)."""
+    """The budget's clock; `train` sets its start. The final report scores val and test, then
+    segments its worst images (`WORST_PER_CLASS` per class) and its overlays one by one; a
+    calibration scores val once more (its fit's sample; under a budget it skips the test figure
+    before, segkit.train.calibrate)."""
     sizes = {s: len(getattr(data, s)) for s in SPLITS if s != "train" and getattr(data, s) is not None}
-    final = sum(sizes.values()) + (2 * sizes.get("val", 0) + sizes.get("test", 0) if cfg.calibrate is not False else 0)
+    headline = sizes.get("test", sizes.get("val", 0))
+    pictures = min(headline, WORST_PER_CLASS * data.labels.num_classes) + min(headline, cfg.num_overlays)
+    final = sum(sizes.values()) + pictures + (sizes.get("val", 0) if cfg.calibrate is not False else 0)
     return BudgetClock(plan, time.perf_counter(), max_steps=cfg.max_steps, eval_every=cfg.eval_every,
                        budget_evals=cfg.budget_evals, val_images=sizes.get("val", 0), final_images=final,
                        batch_images=cfg.batch_size * accelerator.num_processes * cfg.grad_accum, start_step=step,

@@ -104,6 +104,23 @@ def test_plan_fits_the_time_left_and_max_steps_caps_it():
     assert capped.plan.total == 50
 
 
+def test_a_short_budget_spends_at_most_a_tenth_on_evaluations():
+    """Four evaluations of 8.5 s would take a quarter of 2 minutes: the plan keeps the one at the
+    end. Ten minutes affords the four asked for."""
+    for budget, evals in ((120, 1), (300, 3), (600, 4)):
+        clock = BudgetClock(Plan(budget_s=budget), time.perf_counter(), max_steps=None, eval_every=0, budget_evals=4,
+                            val_images=100, final_images=300, batch_images=8, start_step=0, text=f"{budget}s")
+        clock.plan.step_s, clock.plan.eval_s = 0.8, 8.5
+        clock.replan(7)
+        assert clock.evals() == evals and clock.plan.eval_every == -(-clock.plan.total // evals)
+        in_loop = []
+        for step in range(8, clock.plan.total):
+            if clock.evaluates(step):
+                in_loop.append(step)
+                clock.last_eval = step
+        assert len(in_loop) == evals - 1  # and the one at the end of fit
+
+
 def test_the_evaluation_before_step_1_prices_the_first_plan():
     """A first plan made before any evaluation in the loop: the step-0 evaluation's time, not a
     guess from the training rate, prices the evaluations and the final report."""

@@ -279,7 +279,8 @@ class TrainConfig:
     the warmup, the decay and the evaluation cadence are planned to fit, then re-planned at each
     evaluation. It replaces `epochs`; `max_steps`, when set too, caps the plan. None: off."""
     budget_evals: int = 4
-    """With a `time_budget` and `eval_every: 0`: how many evaluations are spread over the plan."""
+    """With a `time_budget` and `eval_every: 0`: how many evaluations are spread over the plan (fewer
+    when they would take more than a tenth of the budget: segkit.train.time_budget.EVAL_SHARE)."""
     warmup_ratio: float = 0.0
     """Linear warmup over this share of the planned steps, for a `time_budget` (whose step count is
     not known in advance); exclusive with `warmup_steps`."""

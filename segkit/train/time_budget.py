@@ -4,7 +4,8 @@ As Ultralytics' `time`: the seconds per optimizer step are measured over the fir
 `PROBE_SKIP` warm-up steps: workers starting, the allocator growing), then the plan is the number
 of steps that fit in what is left of the budget once the evaluations, their checkpoints and the
 final report are paid for. The evaluation cadence is laid over the planned steps
-(`train.budget_evals` evaluations, unless `train.eval_every` fixes it). Each evaluation is timed,
+(`train.budget_evals` evaluations, fewer where they would take more than `EVAL_SHARE` of the
+budget, unless `train.eval_every` fixes it). Each evaluation is timed,
 and the plan is made again from the rate of the recent steps, after each evaluation and, between
 them, ever more often towards the end: a machine that slows down (or a first guess of the
 evaluation's cost that was wrong) shortens the run instead of overrunning it, and one that
@@ -50,6 +51,9 @@ WINDOW = 30
 PROVISIONAL_TOTAL = 10**6
 """The plan's length before the first measurement: progress stays near 0 (a warmup has barely
 begun, a decay has not), so anchoring the first real plan there changes no learning rate."""
+EVAL_SHARE = 0.1
+"""Most of the budget that evaluations during training may take (the final report aside): with
+8 s per evaluation, a 2-minute budget evaluates once, at the end, and 10 minutes four times."""
 REPORT_S = 0.5
 """Seconds the final report costs beyond scoring (files, overlays, the HTML page), a floor."""
 
@@ -177,8 +181,13 @@ class BudgetClock:
         evals = since // every + (1 if since % every else 0)  # + the one at the end of fit
         return n * self.plan.step_s + evals * self.per_eval()
 
+    def evals(self) -> int:
+        """Evaluations over the run, the one at the end included: `budget_evals`, fewer when they
+        would take more than `EVAL_SHARE` of the budget (a 2-minute budget trains instead)."""
+        return max(1, min(self.budget_evals, int(EVAL_SHARE * self.plan.budget_s / max(self.per_eval(), 1e-6))))
+
     def _every(self, total: int) -> int:
-        return self.fixed_every or max(1, math.ceil(total / self.budget_evals))
+        return self.fixed_every or max(1, math.ceil(total / self.evals()))
 
     def replan(self, step: int) -> str:
         p = self.plan

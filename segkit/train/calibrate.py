@@ -48,7 +48,7 @@ from segkit.infer.segment import Job, segment
 from segkit.infer.sliding import Windows
 from segkit.labels import LabelSet
 from segkit.models.registry import FAMILIES
-from segkit.run_folder import replace_dir, temp_dir_for
+from segkit.train.saving import write_model
 
 PIXELS_PER_IMAGE = 2048
 CLAMP = 3.0
@@ -213,7 +213,7 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
     if data.test is not None and test_before:
         out["test_before"] = _views(evaluate(model, loader(data.test), labels, accelerator))
     fold(model, offsets)
-    _save(model, run, accelerator)
+    write_model(model, run, accelerator)
     out.update(kept=True, why=f"held-out val mIoU gain {100 * gain:+.2f} points" if cfg.calibrate == "auto"
                else "train.calibrate: true")
     return out
@@ -230,19 +230,9 @@ def confirm_calibration(model: Any, calibration: dict[str, Any] | None, val: dic
     if (_views(val)[key] or 0) >= (calibration["val_before"][key] or 0):
         return False
     fold(model, -torch.tensor(list(calibration["offsets"].values())))
-    _save(model, run, accelerator)
+    write_model(model, run, accelerator)
     calibration.update(kept=False, why="val mIoU fell on the whole split")
     return True
-
-
-def _save(model: Any, run: Any, accelerator: Any) -> None:
-    """Rewrite model/ with the head as it now is (atomically, on the main process)."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tmp = temp_dir_for(run.model)
-        model.save_pretrained(tmp)
-        replace_dir(tmp, run.model)
-    accelerator.wait_for_everyone()
 
 
 def describe_calibration(calibration: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:

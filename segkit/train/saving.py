@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from segkit.run_folder import replace_dir, temp_dir_for
+from segkit.run_folder import RunFolder, replace_dir, temp_dir_for
 from segkit.train.checkpoint import checkpoint_dirs, prune, save_checkpoint
 from segkit.train.guard import RunStopped, all_finite, what_is_kept
 from segkit.train.space import dir_bytes, free_bytes, human, not_enough_space, tensor_bytes, write_failed
@@ -17,21 +18,28 @@ from segkit.train.trainer import Trainer
 
 def export_model(t: Trainer) -> None:
     """Write the current weights to model/ (Hugging Face layout), replacing it atomically."""
-    t.accelerator.wait_for_everyone()
+    model = t.accelerator.unwrap_model(t.model)
     if t.accelerator.is_main_process:
-        model = t.accelerator.unwrap_model(t.model)
         _refuse_non_finite(t, model, "model/")
+    write_model(model, t.run, t.accelerator)
+
+
+def write_model(model: torch.nn.Module, run: RunFolder, accelerator: Accelerator) -> None:
+    """`model` into the run's model/, replacing it atomically on the main process, after checking
+    the space; every process waits for it (a calibrated head rewrites model/ through this too)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
         needed = tensor_bytes(model)
-        if (error := not_enough_space("model/", t.run.root, needed)) is not None:
+        if (error := not_enough_space("model/", run.root, needed)) is not None:
             raise error
-        tmp = temp_dir_for(t.run.model)
+        tmp = temp_dir_for(run.model)
         try:
             model.save_pretrained(tmp)
-            replace_dir(tmp, t.run.model)
+            replace_dir(tmp, run.model)
         except Exception as e:  # a full disk, whatever the serialiser calls it (train/space.py)
             shutil.rmtree(tmp, ignore_errors=True)
-            raise write_failed("model/", t.run.root, e, needed) from None
-    t.accelerator.wait_for_everyone()
+            raise write_failed("model/", run.root, e, needed) from None
+    accelerator.wait_for_everyone()
 
 
 def write_checkpoint(t: Trainer) -> None:

@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from segkit.cli import main as cli
 from segkit.config.recipe import load_recipe
 from segkit.evaluation.scoring import evaluate_saved
+from segkit.labels import LabelSet
 from segkit.models import load_model
 from segkit.run_folder import RunFolder
-from segkit.train.calibrate import confirm_calibration, fit_offsets, miou
+from segkit.train.calibrate import MARGIN, ValSample, confirm_calibration, fit_calibration, fit_offsets, miou
 from tests.test_train import write_recipe
 
 SHORT = {"epochs": 1, "max_steps": 16, "eval_every": 8, "tracker": "none", "num_overlays": 0}
@@ -89,6 +90,37 @@ def test_fit_undoes_a_biased_class():
     offsets = fit_offsets(scores, targets)
     assert miou((scores + offsets).argmax(1), targets, 3) > miou(scores.argmax(1), targets, 3) + 0.05
     assert offsets[1] - offsets[[0, 2]].mean() < -1.0
+
+
+def _sample(biased_images: range, images: int = 10, per_image: int = 600) -> ValSample:
+    """Scores of 3 classes over `images` val images; class 1 over-scored by 2 logits on `biased_images`."""
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 3, (images * per_image,), generator=gen)
+    scores = torch.nn.functional.one_hot(targets, 3).float() * 2 + torch.randn(len(targets), 3, generator=gen)
+    image = torch.arange(images).repeat_interleave(per_image)
+    scores[torch.isin(image, torch.tensor(list(biased_images))), 1] += 2.0
+    return ValSample(scores, targets, image)
+
+
+def test_held_out_halves_keep_a_bias_the_whole_split_shares_and_refuse_one_that_half_has():
+    """The check holds out contiguous halves, both ways round. A bias of the whole split is found
+    from either half; one that only the first half has (a scene the second never shows) does not
+    carry, although alternate images would have called it a gain."""
+    labels = LabelSet(names=("background", "a", "b"), background=0)
+
+    def worst_gain(sample: ValSample) -> float:
+        found = fit_calibration(sample, labels, "strict")
+        assert len(found["held_out_before"]) == 2
+        return min(a - b for a, b in zip(found["held_out_after"], found["held_out_before"]))
+
+    assert worst_gain(_sample(range(10))) >= MARGIN
+    assert worst_gain(_sample(range(5))) < MARGIN
+    half = _sample(range(5))
+    even = half.image % 2 == 0
+    offsets = fit_offsets(half.scores[even], half.targets[even])  # the interleaved check it replaces
+    gain = miou((half.scores[~even] + offsets).argmax(1), half.targets[~even], 3) - miou(
+        half.scores[~even].argmax(1), half.targets[~even], 3)
+    assert gain >= MARGIN
 
 
 def test_ema_is_exported_and_resumes_exactly(tmp_path: Path):

@@ -11,7 +11,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import sys
 from pathlib import Path
@@ -46,8 +45,10 @@ def machine() -> str:
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    from segkit.precision import cpu_features
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU {platform.processor() or platform.machine()}, {cores} cores"
+    return f"CPU {cpu_features()}, {cores} cores"  # the features decide bf16's speed: every figure names them
 
 
 def peak_rss_mb(children: bool = False) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from baseline_trainer import CHOSEN, MEAN, STD, lookup
-from common import OUT, ROOT, SHARED, parser, record, table  # noqa: I001
+from common import OUT, ROOT, SHARED, machine, parser, record, table  # noqa: I001
 from PIL import Image
 
 RECIPE = ROOT / "recipes" / "camvid-4class-segformer.yaml"
@@ -126,12 +126,14 @@ def main() -> None:
                "segkit (recipe defaults)": (seg_rate, seg_wall, seg_peak, seg_steps)}
     for name, r in results.items():
         rate, wall, peak, n = figures[name]
+        painted = ", ".join(f"{c} {r[f'{c}_predicted'] / max(r[f'{c}_covers'], 1e-12):.1f}x" for c in CHOSEN)
         rows.append([name, *(f"{100 * r[c]:.1f}" for c in CHOSEN), f"{100 * r['strict_mIoU']:.1f}",
-                     f"{100 * r['class_mean']:.1f}", f"{rate:.2f}", f"{wall / 60:.1f}", f"{peak:.0f}", n])
+                     f"{100 * r['class_mean']:.1f}", painted, f"{rate:.2f}", f"{wall / 60:.1f}", f"{peak:.0f}", n])
         record(args.jsonl, "race", system=name, smoke=args.smoke, steps=n, images_per_s=rate, wall_s=wall,
                peak_rss_mb=peak, test=r)
-    print(table(["", *CHOSEN, "strict mIoU", "mean of 4", "train img/s", "wall min", "peak RSS MB", "steps"], rows))
-    print(f"segkit/baseline training speed: {seg_rate / base['images_per_s']:.2f}x "
+    print(table(["", *CHOSEN, "strict mIoU", "mean of 4", "painted on / covers", "train img/s", "wall min",
+                 "peak RSS MB", "steps"], rows))
+    print(f"segkit/baseline training speed: {seg_rate / base['images_per_s']:.2f}x on {machine()} "
           f"(scoring took {time.perf_counter() - started:.0f} s)")
 
 

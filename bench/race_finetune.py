@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from baseline_trainer import CHOSEN
-from common import OUT, ROOT, SHARED, parser, record, table  # noqa: I001
+from common import OUT, ROOT, SHARED, machine, parser, record, table  # noqa: I001
 from race import measured, score
 
 SUBSETS = {"4 rare": CHOSEN, "thin": ["pole", "fence", "sign_symbol"]}
@@ -112,6 +112,7 @@ def main() -> None:
                        calibration=seg.get("calibration") if system.startswith("segkit") else None)
     print(table(["subset", "min", "system", "test IoU %", "strict mIoU", "mean of chosen",
                  "predicted on / covers (% of px)", "wall s"], rows))
+    print(f"measured on {machine()}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ def test_race_script(shared_data: Path, tmp_path: Path):
     assert set(systems) == {"baseline (HF Trainer)", "segkit (recipe defaults)"}
     for r in systems.values():
         assert 0 <= r["test"]["strict_mIoU"] <= 1 and r["images_per_s"] > 0 and r["wall_s"] > 0
+        assert "]; torch " in r["machine"]  # a speed figure names the CPU features it was measured with
 
 
 @pytest.mark.slow

@@ -123,6 +123,16 @@ def step_probe(model: torch.nn.Module, size: tuple[int, int], batch: int, backwa
     return probe
 
 
+def cached_speedup(model: torch.nn.Module, size: tuple[int, int], batch: int, backward: bool,
+                   cache: Path | None) -> float:
+    """bf16's rate over fp32's as `step_probe` stored them for this model and machine, or 1 when it
+    has not measured both: what a run that cannot change its precision still needs to know."""
+    key, stored = _probe_key(model, size, batch, backward), _read(cache)
+    if f"{key}:no" in stored and f"{key}:bf16" in stored:
+        return stored[f"{key}:bf16"] / stored[f"{key}:no"]
+    return 1.0
+
+
 def default_cache() -> Path:
     """`$SEGKIT_CACHE/precision.json`, by default under `~/.cache/segkit`."""
     return Path(os.environ.get("SEGKIT_CACHE", Path.home() / ".cache" / "segkit")).expanduser() / "precision.json"

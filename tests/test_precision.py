@@ -73,20 +73,29 @@ def test_the_probe_touches_nothing_and_is_cached(tmp_path):
     assert "[" in cpu_features() and "torch" in cpu_features()  # name [flags]; torch's capability
 
 
-def test_a_second_run_in_one_process_keeps_the_first_runs_precision(tmp_path):
+def test_a_second_run_in_one_process_keeps_the_first_runs_precision(tmp_path, monkeypatch):
     """accelerate fixes the precision once per process: a second `auto` run in it (a notebook, the
-    test suite) takes that one instead of measuring anew and failing on a different answer."""
+    test suite) takes that one instead of measuring anew and failing on a different answer. Its
+    speed-up (what a time budget prices its fp32 report by) comes from the first run's probe, as
+    cached; with nothing cached it is 1."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     from segkit.config.sections import TrainConfig
     from segkit.train.runtime import choose_precision
 
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path))
+    cfg = TrainConfig(mixed_precision="auto", batch_size=2)
+    model = build_model(ModelConfig(family="segformer", size="tiny"), LABELS)
     AcceleratorState._reset_state(reset_partial_state=True)
     try:
         Accelerator(cpu=True, mixed_precision="bf16")
-        model = build_model(ModelConfig(family="segformer", size="tiny"), LABELS)
-        chosen = choose_precision(TrainConfig(mixed_precision="auto"), model, (32, 32))
-        assert chosen.name == "bf16" and "first run chose it" in chosen.why
+        chosen = choose_precision(cfg, model, (32, 32))
+        assert chosen.name == "bf16" and "first run chose it" in chosen.why and chosen.speedup == 1.0
+        probe = step_probe(model, (32, 32), batch=2, backward=True, cache=tmp_path / "precision.json")
+        probe("no"), probe("bf16")  # what the first run's probe leaves in the cache
+        stored = json.loads((tmp_path / "precision.json").read_text())
+        (tmp_path / "precision.json").write_text(json.dumps({k: 10.0 if k.endswith(":no") else 17.0 for k in stored}))
+        assert choose_precision(cfg, model, (32, 32)).speedup == pytest.approx(1.7)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)

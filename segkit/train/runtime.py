@@ -18,7 +18,7 @@ from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
 from segkit.config.sections import TrainConfig
-from segkit.precision import Precision, default_cache, resolve, step_probe
+from segkit.precision import Precision, cached_speedup, default_cache, resolve, step_probe
 from segkit.run_folder import RunFolder, RunFolderError
 
 
@@ -121,15 +121,16 @@ def choose_precision(cfg: TrainConfig, model: torch.nn.Module, crop: tuple[int, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.mixed_precision != "auto" or device != "cpu":
         return resolve(cfg.mixed_precision, device)  # nothing to measure; every process decides alike
+    batch = min(cfg.batch_size, 8)  # the recipe's (up to 8): small batches run other kernels, bf16's gain grows
     if is_initialized():  # a second run in this process (a notebook, a test): accelerate fixes the precision once
         name = AcceleratorState().mixed_precision
+        speedup = cached_speedup(model, crop, batch, True, default_cache()) if name == "bf16" else 1.0
         return Precision(name, f"auto: {'fp32' if name == 'no' else name}, as this process's first run chose it "
-                               "(accelerate keeps one precision per process)")
+                               "(accelerate keeps one precision per process)", speedup)
     state = PartialState(cpu=True)
     chosen = [None]
     if state.is_main_process:
-        # the recipe's batch (up to 8): small batches run other kernels, and bf16's gain grows with it
-        probe = step_probe(model, crop, batch=min(cfg.batch_size, 8), backward=True, cache=default_cache())
+        probe = step_probe(model, crop, batch=batch, backward=True, cache=default_cache())
         chosen = [resolve(cfg.mixed_precision, device, probe)]
     if state.num_processes > 1:
         chosen = broadcast_object_list(chosen)

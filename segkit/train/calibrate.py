@@ -162,8 +162,9 @@ def fold(model: Any, offsets: torch.Tensor) -> None:
 
 def fit_calibration(sample: ValSample, labels: LabelSet, view: str) -> dict[str, Any]:
     """Offsets fitted on the whole sample, and how offsets fitted on one half of the val split did
-    on the other (both ways round): mIoU before and after on each held-out half. With a single val
-    image there is nothing to hold out, and the check is on the fit's own pixels."""
+    on the other (both ways round): mIoU before and after on each held-out half, and `gain`, the
+    worse half's (what `auto` decides by). With a single val image there is nothing to hold out,
+    and the check is on the fit's own pixels."""
     background = labels.background if view == "foreground" else None
     c = labels.num_classes
     ids = sample.image.unique()  # sorted: the split's order
@@ -175,7 +176,8 @@ def fit_calibration(sample: ValSample, labels: LabelSet, view: str) -> dict[str,
         before.append(miou(sample.scores[held].argmax(1), sample.targets[held], c, background))
         after.append(miou((sample.scores[held] + offsets).argmax(1), sample.targets[held], c, background))
     offsets = fit_offsets(sample.scores, sample.targets, background)
-    return {"offsets": offsets, "held_out_before": before, "held_out_after": after}
+    gain = min(a - b for a, b in zip(after, before))
+    return {"offsets": offsets, "held_out_before": before, "held_out_after": after, "gain": gain}
 
 
 def _views(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -212,21 +214,18 @@ def calibrate_run(model: Any, data: Any, run: Any, accelerator: Any, cfg: Any, f
     out: dict[str, Any] = {"view": view, "offsets": dict(zip(labels.names, offsets.tolist())),
                            "held_out": {"before": found["held_out_before"], "after": found["held_out_after"]},
                            "val_before": _views(compute_metrics(matrix, labels))}
-    gain = min(a - b for a, b in zip(found["held_out_after"], found["held_out_before"]))  # the worse half
+    held_out = f"held-out val mIoU gain {100 * found['gain']:+.2f} points on the worse half"
     if not offsets.abs().sum():
         out.update(kept=False, why="the fit found no offset that raises val mIoU")
         return out
-    if cfg.calibrate == "auto" and gain < MARGIN:
-        out.update(kept=False, why=f"held-out val mIoU gain {100 * gain:+.2f} points on the worse half, "
-                                  f"under {100 * MARGIN:.1f}")
+    if cfg.calibrate == "auto" and found["gain"] < MARGIN:
+        out.update(kept=False, why=f"{held_out}, under {100 * MARGIN:.1f}")
         return out
     if data.test is not None and test_before:
         out["test_before"] = _views(evaluate(model, loader(data.test), labels, accelerator))
     fold(model, offsets)
     write_model(model, run, accelerator)
-    out.update(kept=True, why=f"held-out val mIoU gain {100 * gain:+.2f} points on the worse half"
-               if cfg.calibrate == "auto"
-               else "train.calibrate: true")
+    out.update(kept=True, why=held_out if cfg.calibrate == "auto" else "train.calibrate: true")
     return out
 
 

@@ -13,7 +13,7 @@
      training stops at the budget (its scoring is not counted against it).
    - segkit: the four-class recipe's data and crops with `train.time_budget` = the budget and the
      TrainConfig defaults for fine-tuning (lr 6e-5, backbone lr x 0.1, no warmup steps, head rows
-     carried from the checkpoint, rare-class defaults, calibration `auto`). Its budget includes its
+     carried from the checkpoint, rare-class defaults, no calibration). Its budget includes its
      evaluations and its final report, so it trains for less than the baseline does.
 3. Both models are scored by bench/race.py's scorer (not segkit's) on all 233 test frames: per-class
    IoU, strict mIoU, the mean of the chosen classes, and for each class the share of pixels it is

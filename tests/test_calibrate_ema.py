@@ -50,7 +50,7 @@ def test_offsets_change_the_bias_only_and_the_saved_model_carries_them(tmp_path:
 
 
 def test_auto_never_lowers_val_miou(tmp_path: Path):
-    run = _train(tmp_path, "auto", **LONGER)
+    run = _train(tmp_path, "auto", calibrate="auto", **LONGER)
     metrics = json.loads((run / "metrics.json").read_text())
     cal = metrics["calibration"]
     val_after = metrics["other_splits"]["val"]["strict"]["mIoU"]

@@ -47,6 +47,7 @@ def test_run_folder_holds_every_artifact(finished_run: Path):
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert set(metrics["per_class"]) == {"background", "circle", "square"}
     assert 0.0 <= metrics["strict"]["mIoU"] <= 1.0
+    assert "calibration" not in metrics  # off unless a recipe asks for it (train.calibrate)
     table = (finished_run / "per_class.md").read_text()
     assert "circle" in table and "square" in table
     config = json.loads((finished_run / "model/config.json").read_text())

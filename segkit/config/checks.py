@@ -104,4 +104,4 @@ def _check_train_plan(t: TrainConfig, m: ModelConfig, errors: list[str]) -> None
     if t.calibrate is True and m.family in FAMILIES and FAMILIES[m.family].query_based:
         errors.append(f"train.calibrate: {m.family} scores pixels with query probabilities, not per-pixel logits: an "
                       "offset on its class logits passes through each query's softmax and does not shift pixel "
-                      "scores the way the fit assumes. Set train.calibrate: auto (skipped for it) or false")
+                      "scores the way the fit assumes. Set train.calibrate: false (the default) or auto (skipped for it)")

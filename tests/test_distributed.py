@@ -208,3 +208,27 @@ def test_a_launched_process_leaves_with_its_code_and_its_output(tmp_path: Path):
             "leave(7); print('not reached')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stdout, proc.stderr) == (7, "written", "to stderr")
+
+
+@pytest.mark.slow
+def test_two_processes_list_every_unreadable_sample_as_one_process_does(tmp_path: Path):
+    """Broken image bytes in a training split: each process meets those in its own share of the
+    batches. Two processes of batch 2 draw the same samples per step as one of batch 4, so both
+    runs list the same (step, epoch, index) rows, and count them alike."""
+    from tests.faults.test_bad_samples import recipe, skipped_rows, stream_with_broken_rows
+
+    hub = stream_with_broken_rows(tmp_path / "hub")
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(ONE + ["train", str(recipe(tmp_path, hub, max_skipped=100, batch_size=4)), "--output-dir", str(one)])
+    run(LAUNCH + ["train", str(recipe(tmp_path, hub, max_skipped=100, batch_size=2)), "--output-dir", str(two)])
+
+    def where(run: Path) -> list[tuple[str, str, str]]:
+        return sorted((r["step"], r["epoch"], r["index"]) for r in skipped_rows(run))
+
+    listed = where(one)
+    assert {index for _, _, index in listed} == {"3", "9"}  # 10 steps of 4 read the 16 rows 2.5 times
+    assert where(two) == listed
+    for folder in (one, two):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["skipped_samples"] == len(listed)
+        assert json.loads((folder / "checkpoints/step-0000010/trainer_state.json").read_text())["skipped"] == len(listed)

@@ -4,7 +4,9 @@
 a run hours long should not die on one broken file. A training item that raises `DataError` comes
 out of the dataset as `{"skipped": reason, "index": i}`; `train_collate` leaves it out of the batch
 and hands the reason on; the loop writes it to RUN/skipped.csv (one row per skip, flushed) and
-stops once skips pass `data.max_skipped`.
+stops once skips pass `data.max_skipped`. Under several processes each meets its own share; they
+are gathered at each evaluation and checkpoint, listed by the main process, and checked against
+the limit there by all at once (segkit.train.faults.sync_skips).
 
 Decoding is deterministic, so a resumed run meets the same broken samples at the same places: the
 rows written after the checkpoint it resumes from are dropped first, and read again.
@@ -32,6 +34,8 @@ class SkipLog:
     def __init__(self, root: Path, max_skipped: float) -> None:
         self.path = Path(root) / SKIPPED_FILE
         self.max_skipped = max_skipped
+        self.held: list[tuple[int, int, int, str]] = []
+        self.held_images = 0
 
     def resume(self, step: int) -> None:
         """Keep the rows up to `step` (the checkpoint's); later ones will be met again."""
@@ -53,6 +57,17 @@ class SkipLog:
             w.writerow([step, epoch, index, reason])
             f.flush()
 
+    def hold(self, rows: list[tuple[int, int, int, str]], images: int) -> None:
+        """One of several processes: keep its (step, epoch, index, reason) rows and its count of
+        images read until `release` (segkit.train.faults.sync_skips gathers them)."""
+        self.held.extend(rows)
+        self.held_images += images
+
+    def release(self) -> tuple[list[tuple[int, int, int, str]], int]:
+        held = (self.held, self.held_images)
+        self.held, self.held_images = [], 0
+        return held
+
     def limit(self, read: int) -> float:
         if self.max_skipped >= 1:
             return self.max_skipped
@@ -62,8 +77,10 @@ class SkipLog:
         """Raise once skips pass `data.max_skipped`, with the first reasons."""
         if skipped <= self.limit(read):
             return
-        with open(self.path, newline="") as f:
-            reasons = [r["reason"] for r in csv.DictReader(f)][:5]
+        reasons = []
+        if self.path.is_file():  # on another node of a run without a shared disk, the list is not here
+            with open(self.path, newline="") as f:
+                reasons = [r["reason"] for r in csv.DictReader(f)][:5]
         what = (f"{int(self.max_skipped)}" if self.max_skipped >= 1
                 else f"{100 * self.max_skipped:g}% of the {max(read, SHARE_BASE)} samples")
         listed = "".join(f"\n  - {r}" for r in reasons)

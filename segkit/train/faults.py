@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from accelerate.utils import gather_object
+from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
 from segkit.data.skips import SkipLog
@@ -46,18 +48,48 @@ def check_bad_steps(t: Trainer) -> None:
 
 
 def note_skips(t: Trainer, batch: dict[str, Any]) -> None:
-    """List the batch's unreadable samples in RUN/skipped.csv; stop past `data.max_skipped`."""
+    """List the batch's unreadable samples in RUN/skipped.csv; stop past `data.max_skipped`.
+
+    One process lists and checks them as it meets them. Several processes each meet their own
+    share, so they hold them until the next evaluation or checkpoint, where `sync_skips` gathers
+    them: the main process lists every one, and every process takes the same verdict on the
+    limit (one stopping alone would leave the others waiting in the gradients' all-reduce)."""
     s, skipped = t.state, batch.get("skipped") or []
-    s.samples_read += len(skipped) + (len(batch["pixel_values"]) if "pixel_values" in batch else 0)
-    if not skipped:
-        return
+    images = len(batch["pixel_values"]) if "pixel_values" in batch else 0
     if t.skips is None:
         t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
+    if t.accelerator.num_processes > 1:
+        t.skips.hold([(s.step + 1, s.epoch, index, reason) for index, reason in skipped], images)
+        return
+    s.samples_read += len(skipped) + images
+    if not skipped:
+        return
     s.skipped += len(skipped)
+    for index, reason in skipped:
+        t.skips.add(s.step + 1, s.epoch, index, reason)
+        tqdm.write(f"step {s.step + 1}: skipped training sample {index}: {reason}")
+    t.skips.check(s.skipped, s.samples_read)
+
+
+def sync_skips(t: Trainer) -> None:
+    """Several processes: gather the skips each one held since the last call (a collective, so
+    every process calls it, at each evaluation and checkpoint), list them, check the limit."""
+    if t.accelerator.num_processes == 1:
+        return
+    s = t.state
+    if t.skips is None:
+        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
+    held = gather_object([t.skips.release()])  # [(rows, images read)], one per process
+    # a stream's batches are read by the main process and dispatched by accelerate, and every
+    # process receives the main one's list of skips with its share of the images
+    rows = held[0][0] if isinstance(t.data.train, IterableDataset) else sorted(r for p in held for r in p[0])
+    s.skipped += len(rows)
+    s.samples_read += len(rows) + sum(images for _, images in held)
     if t.accelerator.is_main_process:
-        for index, reason in skipped:
-            t.skips.add(s.step + 1, s.epoch, index, reason)
-            tqdm.write(f"step {s.step + 1}: skipped training sample {index}: {reason}")
+        for step, epoch, index, reason in rows:
+            t.skips.add(step, epoch, index, reason)
+            tqdm.write(f"step {step}: skipped training sample {index}: {reason}")
+    t.accelerator.wait_for_everyone()  # the list is on disk before any process quotes it
     t.skips.check(s.skipped, s.samples_read)
 
 

@@ -42,7 +42,7 @@ from segkit.train.banner import banner, flat_config
 from segkit.train.calibrate import calibrate_run, confirm_calibration, describe_calibration
 from segkit.train.checkpoint import TrainerState, fit_to_layout, load_checkpoint, resolve_resume
 from segkit.train.ema import WeightEMA
-from segkit.train.faults import check_bad_steps, lost_worker, note_skips, step_guard
+from segkit.train.faults import check_bad_steps, lost_worker, note_skips, step_guard, sync_skips
 from segkit.train.guard import RunStopped, step_if_finite
 from segkit.train.head_start import carry_head
 from segkit.train.losses import build_loss
@@ -166,6 +166,7 @@ def budget(cfg: TrainConfig, batches_per_epoch: int | None) -> tuple[int, int]:
 def checkpoint(t: Trainer) -> None:
     """A resumable checkpoint, once the guard's verdicts are read: a run it stops saves nothing."""
     check_bad_steps(t)
+    sync_skips(t)  # the counts the checkpoint holds are every process's
     write_checkpoint(t)
 
 
@@ -209,6 +210,7 @@ def run_eval(t: Trainer) -> None:
     if t.val_loader is None:
         return
     check_bad_steps(t)  # evaluation syncs anyway; a model the guard has stopped is not scored
+    sync_skips(t)
     with _averaged(t):  # with EMA on, the average is scored and exported; training goes on from the raw weights
         metrics = evaluate(t.model, t.val_loader, t.data.labels, t.accelerator, mixed_precision=True)
         t.state.last_eval_step = t.state.step

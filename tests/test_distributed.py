@@ -232,3 +232,23 @@ def test_two_processes_list_every_unreadable_sample_as_one_process_does(tmp_path
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["skipped_samples"] == len(listed)
         assert json.loads((folder / "checkpoints/step-0000010/trainer_state.json").read_text())["skipped"] == len(listed)
+
+
+@pytest.mark.slow
+def test_a_process_whose_batch_is_all_unreadable_steps_with_the_others(tmp_path: Path):
+    """One image per process: each broken row leaves one process a batch of nothing. It steps on
+    its last readable batch at weight 0, so the other is not left in the all-reduce, and the run
+    trains its 10 steps and lists what one process of batch 2 lists."""
+    from tests.faults.test_bad_samples import recipe, skipped_rows, stream_with_broken_rows
+
+    hub = stream_with_broken_rows(tmp_path / "hub")
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(ONE + ["train", str(recipe(tmp_path, hub, max_skipped=100, batch_size=2)), "--output-dir", str(one)])
+    proc = launch(LAUNCH + ["train", str(recipe(tmp_path, hub, max_skipped=100, batch_size=1)),
+                            "--output-dir", str(two)], timeout=300, port="29519")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    listed = sorted((r["step"], r["epoch"], r["index"]) for r in skipped_rows(one))
+    assert listed and sorted((r["step"], r["epoch"], r["index"]) for r in skipped_rows(two)) == listed
+    losses = [r for r in map(json.loads, (two / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert [r["step"] for r in losses] == list(range(1, 11))
+    assert json.loads((two / "metrics.json").read_text())["skipped_samples"] == len(listed)

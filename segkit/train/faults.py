@@ -1,5 +1,6 @@
 """What the loop does when a run goes wrong: non-finite steps read from the guard (train/guard.py),
-unreadable samples listed in RUN/skipped.csv, a DataLoader worker killed under it."""
+unreadable samples listed in RUN/skipped.csv (and stood in for under several processes), a
+DataLoader worker killed under it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from accelerate.utils import gather_object
 from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
+from segkit.data.errors import DataError
 from segkit.data.skips import SkipLog
 from segkit.train.checkpoint import checkpoint_dirs
 from segkit.train.guard import RunStopped, StepGuard, halt_message
@@ -91,6 +93,18 @@ def sync_skips(t: Trainer) -> None:
             tqdm.write(f"step {step}: skipped training sample {index}: {reason}")
     t.accelerator.wait_for_everyone()  # the list is on disk before any process quotes it
     t.skips.check(s.skipped, s.samples_read)
+
+
+def stand_in(t: Trainer, batch: dict[str, Any]) -> dict[str, Any]:
+    """Under several processes, the batch to step on when every sample of this process's batch
+    was unreadable: its last readable one, at weight 0 (the step then averages the others'
+    gradients with a zero, as if this process had read one batch of nothing)."""
+    if t.last_batch is None:
+        reasons = "; ".join(reason for _, reason in batch.get("skipped") or [])
+        raise DataError(f"The first training batch of process {t.accelerator.process_index} holds no readable "
+                        f"sample ({reasons}), so it has nothing to take part in the step with. Run `segkit "
+                        f"inspect` on the training split and fix or remove the files it lists.")
+    return t.last_batch
 
 
 def lost_worker(t: Trainer, error: BaseException, at_step: int) -> str:

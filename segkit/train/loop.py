@@ -42,7 +42,7 @@ from segkit.train.banner import banner, flat_config
 from segkit.train.calibrate import calibrate_run, confirm_calibration, describe_calibration
 from segkit.train.checkpoint import TrainerState, fit_to_layout, load_checkpoint, resolve_resume
 from segkit.train.ema import WeightEMA
-from segkit.train.faults import check_bad_steps, lost_worker, note_skips, step_guard, sync_skips
+from segkit.train.faults import check_bad_steps, lost_worker, note_skips, stand_in, step_guard, sync_skips
 from segkit.train.guard import RunStopped, step_if_finite
 from segkit.train.head_start import carry_head
 from segkit.train.losses import build_loss
@@ -170,9 +170,10 @@ def checkpoint(t: Trainer) -> None:
     write_checkpoint(t)
 
 
-def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def train_step(t: Trainer, batch: dict[str, torch.Tensor], weight: float = 1.0) -> torch.Tensor:
     """One forward/backward; the optimizer steps only when accumulation is complete, and only
-    when the loss and the gradient norm are finite (train/guard.py: no host sync on a GPU)."""
+    when the loss and the gradient norm are finite (train/guard.py: no host sync on a GPU).
+    `weight` 0: a stand-in batch that takes part in the collectives and adds no gradient."""
     # uint8 crops and labels come off the (pinned, non-blocking) copy; widening and normalising
     # them here is elementwise work on the device, not a sync
     labels, guard = batch["labels"].long(), step_guard(t)
@@ -185,6 +186,7 @@ def train_step(t: Trainer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         else:
             scores = t.model(pixels).scores
             loss = t.criterion(upsample_scores(scores, labels.shape[-2:]).float(), labels)
+        loss = loss * weight if weight != 1.0 else loss
         t.accelerator.backward(loss)
         guard.add_loss(loss)
         if t.accelerator.sync_gradients:
@@ -307,10 +309,16 @@ def fit(t: Trainer) -> str:
         try:
             for batch in loader:
                 note_skips(t, batch)
+                weight = 1.0
                 if "pixel_values" not in batch:  # every sample of it was unreadable
-                    s.batches_in_epoch += 1
-                    continue
-                loss = train_step(t, batch)
+                    if acc.num_processes == 1:
+                        s.batches_in_epoch += 1
+                        continue
+                    # the other processes are in this step's all-reduce: take part, adding nothing
+                    batch, weight = stand_in(t, batch), 0.0
+                elif acc.num_processes > 1:
+                    t.last_batch = batch
+                loss = train_step(t, batch, weight)
                 s.batches_in_epoch += 1
                 images += batch_images
                 if not acc.sync_gradients:

@@ -53,6 +53,9 @@ class Trainer:
     """The non-finite guard (train/guard.py); `fit` builds it with the resumed counts."""
     skips: SkipLog | None = None
     """Unreadable training samples met so far (RUN/skipped.csv); `fit` builds it."""
+    last_batch: dict[str, Any] | None = None
+    """The last batch with a readable sample: the stand-in, at weight 0, for a batch of none
+    under several processes (segkit.train.faults.stand_in)."""
     budget: BudgetClock | None = None
     """`train.time_budget`'s clock and plan (train/time_budget.py); None trains by epochs or steps."""
     ema: WeightEMA | None = None

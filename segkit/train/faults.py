@@ -12,7 +12,6 @@ from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
 from segkit.data.errors import DataError
-from segkit.data.skips import SkipLog
 from segkit.train.checkpoint import checkpoint_dirs
 from segkit.train.guard import RunStopped, StepGuard, halt_message
 from segkit.train.lost_workers import lost_worker_message
@@ -58,8 +57,6 @@ def note_skips(t: Trainer, batch: dict[str, Any]) -> None:
     limit (one stopping alone would leave the others waiting in the gradients' all-reduce)."""
     s, skipped = t.state, batch.get("skipped") or []
     images = len(batch["pixel_values"]) if "pixel_values" in batch else 0
-    if t.skips is None:
-        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
     if t.accelerator.num_processes > 1:
         t.skips.hold([(s.step + 1, s.epoch, index, reason) for index, reason in skipped], images)
         return
@@ -79,8 +76,6 @@ def sync_skips(t: Trainer) -> None:
     if t.accelerator.num_processes == 1:
         return
     s = t.state
-    if t.skips is None:
-        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
     held = gather_object([t.skips.release()])  # [(rows, images read)], one per process
     # a stream's batches are read by the main process and dispatched by accelerate, and every
     # process receives the main one's list of skips with its share of the images
@@ -95,16 +90,24 @@ def sync_skips(t: Trainer) -> None:
     t.skips.check(s.skipped, s.samples_read)
 
 
-def stand_in(t: Trainer, batch: dict[str, Any]) -> dict[str, Any]:
-    """Under several processes, the batch to step on when every sample of this process's batch
-    was unreadable: its last readable one, at weight 0 (the step then averages the others'
-    gradients with a zero, as if this process had read one batch of nothing)."""
+def batch_to_step_on(t: Trainer, batch: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
+    """The batch to step on and its loss weight; (None, 0) for one process when every sample of
+    `batch` was unreadable (it skips the step). Under several processes the others are in this
+    step's all-reduce, so this one takes part on its last readable batch at weight 0: the step
+    then averages their gradients with a zero, as if it had read a batch of nothing."""
+    several = t.accelerator.num_processes > 1
+    if "pixel_values" in batch:
+        if several:
+            t.last_batch = batch
+        return batch, 1.0
+    if not several:
+        return None, 0.0
     if t.last_batch is None:
         reasons = "; ".join(reason for _, reason in batch.get("skipped") or [])
         raise DataError(f"The first training batch of process {t.accelerator.process_index} holds no readable "
                         f"sample ({reasons}), so it has nothing to take part in the step with. Run `segkit "
                         f"inspect` on the training split and fix or remove the files it lists.")
-    return t.last_batch
+    return t.last_batch, 0.0
 
 
 def lost_worker(t: Trainer, error: BaseException, at_step: int) -> str:

@@ -42,7 +42,7 @@ from segkit.train.banner import banner, flat_config
 from segkit.train.calibrate import calibrate_run, confirm_calibration, describe_calibration
 from segkit.train.checkpoint import TrainerState, fit_to_layout, load_checkpoint, resolve_resume
 from segkit.train.ema import WeightEMA
-from segkit.train.faults import check_bad_steps, lost_worker, note_skips, stand_in, step_guard, sync_skips
+from segkit.train.faults import batch_to_step_on, check_bad_steps, lost_worker, note_skips, step_guard, sync_skips
 from segkit.train.guard import RunStopped, step_if_finite
 from segkit.train.head_start import carry_head
 from segkit.train.losses import build_loss
@@ -295,9 +295,9 @@ def fit(t: Trainer) -> str:
         start_eval(t)
         if t.budget is not None:
             t.budget.start_evaluated(time.perf_counter() - tick)
+    t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
     if acc.is_main_process:
         t.run.log({"step": s.step, "event": "start"})  # with "end": the training's wall time
-        t.skips = SkipLog(t.run.root, t.recipe.data.max_skipped)
         t.skips.resume(s.step)  # skips after the checkpoint are met again, in the same order
     while s.epoch < t.epochs and s.step < t.total_steps:
         for obj in (t.sampler, t.items, t.loader):
@@ -309,15 +309,10 @@ def fit(t: Trainer) -> str:
         try:
             for batch in loader:
                 note_skips(t, batch)
-                weight = 1.0
-                if "pixel_values" not in batch:  # every sample of it was unreadable
-                    if acc.num_processes == 1:
-                        s.batches_in_epoch += 1
-                        continue
-                    # the other processes are in this step's all-reduce: take part, adding nothing
-                    batch, weight = stand_in(t, batch), 0.0
-                elif acc.num_processes > 1:
-                    t.last_batch = batch
+                batch, weight = batch_to_step_on(t, batch)
+                if batch is None:  # every sample of it was unreadable
+                    s.batches_in_epoch += 1
+                    continue
                 loss = train_step(t, batch, weight)
                 s.batches_in_epoch += 1
                 images += batch_images

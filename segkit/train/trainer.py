@@ -55,7 +55,7 @@ class Trainer:
     """Unreadable training samples met so far (RUN/skipped.csv); `fit` builds it."""
     last_batch: dict[str, Any] | None = None
     """The last batch with a readable sample: the stand-in, at weight 0, for a batch of none
-    under several processes (segkit.train.faults.stand_in)."""
+    under several processes (segkit.train.faults.batch_to_step_on)."""
     budget: BudgetClock | None = None
     """`train.time_budget`'s clock and plan (train/time_budget.py); None trains by epochs or steps."""
     ema: WeightEMA | None = None

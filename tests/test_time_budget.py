@@ -17,14 +17,16 @@ from segkit.train.optim import planned_factor
 from segkit.train.time_budget import BudgetClock, Plan
 from tests.test_train import TINY, write_recipe
 
-BUDGET_S = 20.0
+BUDGET_S = 30.0
+"""Long enough that 3% of it (0.9 s) is above the tiny model's final report varying from run to run
+(0.3-0.8 s on 2 cores, with nothing else running)."""
 
 
 def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_a_20s_budget_ends_within_3_percent_and_says_its_plan(tmp_path: Path, capsys):
+def test_a_30s_budget_ends_within_3_percent_and_says_its_plan(tmp_path: Path, capsys):
     recipe = write_recipe(tmp_path, train={"epochs": 1, "warmup_steps": 0, "warmup_ratio": 0.1,
                                            "time_budget": f"{BUDGET_S:g}s", "tracker": "none"})
     import transformers.models.segformer  # noqa: F401
@@ -42,7 +44,7 @@ def test_a_20s_budget_ends_within_3_percent_and_says_its_plan(tmp_path: Path, ca
     # steps, and the plan follows it
     assert abs(elapsed - BUDGET_S) <= 0.03 * BUDGET_S, elapsed
     assert wall - elapsed < 1.5  # what the trainer's clock leaves out (parsing the recipe) is small
-    assert "budget 20s: ~" in out and " img/s, eval every " in out and "s each)" in out
+    assert f"budget {BUDGET_S:g}s: ~" in out and " img/s, eval every " in out and "s each)" in out
     records = _records(run)
     plans = [r for r in records if r.get("event") == "plan"]
     assert plans and plans[0]["step"] == 7 and metrics["time_budget"]["planned_steps"] == metrics["steps"]
